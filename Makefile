@@ -1,0 +1,41 @@
+# The two commands: `make demo` (the main job) and `make test` (the whole suite).
+# Both bootstrap a virtualenv from the pinned lock file first.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest system-deps lock clean
+
+demo: $(STAMP)
+	$(BIN)/emotitrack demo
+
+test: $(STAMP) system-deps lint typecheck pytest
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Real servers the integration tests start themselves (PostgreSQL from Debian's packages).
+system-deps:
+	bash scripts/system-deps.sh
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Re-pin after changing dependencies in pyproject.toml.
+lock:
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-artifacts

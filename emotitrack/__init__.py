@@ -1,0 +1,1 @@
+"""EmotiTrack: the ``emotitrack`` command and the end-to-end demo across the parts."""

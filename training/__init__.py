@@ -1,0 +1,1 @@
+"""EmotiTrack training: data loading, the TF-IDF + LogisticRegression run, registry and promotion."""

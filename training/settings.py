@@ -1,0 +1,57 @@
+"""Settings of the training part: one typed object, environment prefix ``EMOTITRACK_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_NAME = "emotitrack-sentiment"
+
+
+class TrainingSettings(BaseSettings):
+    """Where data comes from, where runs go, and the defaults of a training run.
+
+    Every field can be set as ``EMOTITRACK_<FIELD>`` (e.g. ``EMOTITRACK_DATA``); the tracking URI
+    also honours MLflow's own ``MLFLOW_TRACKING_URI``. CLI options override settings per run.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EMOTITRACK_", extra="ignore")
+
+    data: Path = Field(
+        Path("../shared/data/imdb"),
+        description="Labelled data: a Parquet/CSV file or a folder of split files (train, test, ...).",
+    )
+    text_column: str = Field("text", description="Column holding the text.")
+    label_column: str = Field("label", description="Column holding the label.")
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "EMOTITRACK_TRACKING_URI"),
+        description="MLflow tracking/registry URI; embedded SQLite in the working folder by default.",
+    )
+    experiment: str = Field(
+        "emotitrack-training", description="MLflow experiment for training runs."
+    )
+    model_name: str = Field(DEFAULT_MODEL_NAME, description="Registered model that runs version.")
+    min_rows: int = Field(100, ge=2, description="Fewest training rows accepted.")
+    seed: int = Field(42, description="Seed for splits, sampling and the classifier.")
+    validation_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=0.5,
+        description="Share of train held out for validation (and the promotion gate) when the "
+        "data has no validation split.",
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=0.5, description="Share held out as test when the data has no test split."
+    )
+    reference_size: int = Field(
+        5000, ge=10, description="Held-out rows saved as the monitoring reference sample."
+    )
+    gate_tolerance: float = Field(
+        0.005,
+        ge=0,
+        description="Promotion gate: largest drop in the gate metric a challenger may show.",
+    )
+    gate_metric: str = Field("accuracy", description="Promotion gate metric: accuracy or f1_macro.")
