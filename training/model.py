@@ -60,17 +60,10 @@ def build_pipeline(hp: Hyperparameters, seed: int) -> Pipeline:
     )
 
 
-def drop_fit_leftovers(pipeline: Pipeline) -> None:
-    """Delete ``stop_words_`` (every pruned n-gram): scikit-learn keeps it only for introspection,
-    and it is most of a saved TF-IDF model's size and load time."""
-    vectorizer = pipeline.named_steps["tfidf"]
-    if hasattr(vectorizer, "stop_words_"):
-        del vectorizer.stop_words_
-
-
 def save_pipeline(pipeline: Pipeline, path: Path) -> Path:
     """Pickle the fitted pipeline (joblib). Models come only from our own registry, and pickle
-    loads in about a second where skops took several: a deliberate trade-off."""
+    loads in about a second where skops took several: a deliberate trade-off. (scikit-learn 1.9
+    no longer keeps ``stop_words_``, the pruned n-grams that once bloated saved TF-IDF models.)"""
     joblib.dump(pipeline, path, compress=3)
     return path
 

@@ -94,9 +94,10 @@ def promote(
     version = version or newest_version(client, name)
     challenger = _get_version(client, name, version)
     champion = production_version(client, name)
-    previous = champion.version if champion else None
+    # The registry answers versions as int or str depending on the call: compare as str.
+    previous = str(champion.version) if champion else None
     result = None
-    if gate and champion is not None and champion.version != challenger.version:
+    if gate and champion is not None and previous != str(challenger.version):
         result = evaluate_gate(settings, challenger, champion)
         log.info(result.summary())
         if not result.passed:

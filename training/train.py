@@ -24,7 +24,6 @@ from training.model import (
     PIPELINE_ARTIFACT,
     Hyperparameters,
     build_pipeline,
-    drop_fit_leftovers,
     prediction_table,
     save_pipeline,
 )
@@ -96,7 +95,6 @@ def _run(
         started = time.perf_counter()
         pipeline.fit(splits.train[TEXT].tolist(), splits.train[LABEL].tolist())
         train_seconds = time.perf_counter() - started
-    drop_fit_leftovers(pipeline)
     classes = [str(c) for c in pipeline.classes_]
 
     with step("evaluating on validation and test"):
