@@ -97,7 +97,7 @@ def test_rollback_is_promoting_an_older_version(settings: TrainingSettings) -> N
     assert (done.version, done.previous) == ("1", "2")
     assert production_run_ids(settings.model_name) == {first.run_id}
     current = production_version(MlflowClient(), settings.model_name)
-    assert current is not None and current.version == "1"
+    assert current is not None and str(current.version) == "1"
     assert MlflowClient().get_model_version(settings.model_name, "2").current_stage == "Archived"
 
 
