@@ -129,9 +129,12 @@ def _mark_production(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; set on purpose
-        client.transition_model_version_stage(
-            name, version, PRODUCTION_STAGE, archive_existing_versions=True
-        )
+        client.transition_model_version_stage(name, version, PRODUCTION_STAGE)
+        # Archive the others ourselves: MLflow's archive_existing_versions=True compares an
+        # integer column with a text parameter, which PostgreSQL via psycopg 3 rejects.
+        for other in client.search_model_versions(f"name = '{name}'"):
+            if other.current_stage == PRODUCTION_STAGE and str(other.version) != version:
+                client.transition_model_version_stage(name, str(other.version), "Archived")
 
 
 def _record(

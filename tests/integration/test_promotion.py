@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-import mlflow
 from emotitrack.cli import main
 from training.model import Hyperparameters
 from training.registry import PromotionRefused, production_version, promote
@@ -47,7 +47,10 @@ def test_promoting_another_version_archives_the_previous(settings: TrainingSetti
     promote(settings, second.version)
     client = MlflowClient()
     assert client.get_model_version(settings.model_name, "1").current_stage == "Archived"
-    assert client.get_model_version(settings.model_name, "2").tags["previous_production_version"] == "1"
+    assert (
+        client.get_model_version(settings.model_name, "2").tags["previous_production_version"]
+        == "1"
+    )
     assert production_run_ids(settings.model_name) == {second.run_id}
 
 
@@ -59,10 +62,16 @@ def test_gate_refuses_a_worse_challenger_and_keeps_the_champion(
     weak = train(settings, WEAK)
     with pytest.raises(PromotionRefused, match=r"challenger 0\.\d+ vs champion 0\.\d+") as refused:
         promote(settings, weak.version, gate=True)
-    scores = [float(s) for s in str(refused.value).split("challenger ")[1].split(" (")[0].split(" vs champion ")]
+    scores = [
+        float(s)
+        for s in str(refused.value).split("challenger ")[1].split(" (")[0].split(" vs champion ")
+    ]
     assert scores[0] < scores[1] - settings.gate_tolerance
     assert production_run_ids(settings.model_name) == {champion.run_id}
-    assert "gate_refused_at" in MlflowClient().get_model_version(settings.model_name, weak.version).tags
+    assert (
+        "gate_refused_at"
+        in MlflowClient().get_model_version(settings.model_name, weak.version).tags
+    )
 
 
 def test_gate_lets_an_equal_challenger_through(settings: TrainingSettings) -> None:

@@ -24,7 +24,9 @@ def trained(settings: TrainingSettings) -> TrainingResult:
     return train(settings, Hyperparameters(max_features=20_000))
 
 
-def test_run_logs_params_metrics_and_tags(trained: TrainingResult, settings: TrainingSettings) -> None:
+def test_run_logs_params_metrics_and_tags(
+    trained: TrainingResult, settings: TrainingSettings
+) -> None:
     run = MlflowClient().get_run(trained.run_id)
     assert run.data.params["C"] == "10.0" and run.data.params["max_features"] == "20000"
     assert run.data.params["labels"] == "negative,positive"
@@ -64,12 +66,18 @@ def test_artifacts_a_person_looks_at(trained: TrainingResult) -> None:
         "classification_report.txt",
         "misclassified.csv",
     }
-    local = Path(mlflow.artifacts.download_artifacts(run_id=trained.run_id, artifact_path="evaluation"))
+    local = Path(
+        mlflow.artifacts.download_artifacts(run_id=trained.run_id, artifact_path="evaluation")
+    )
     assert (local / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     wrong = pd.read_csv(local / "misclassified.csv")
     assert len(wrong) > 0 and (wrong["true_label"] != wrong["predicted_label"]).all()
     report = json.loads(
-        Path(mlflow.artifacts.download_artifacts(run_id=trained.run_id, artifact_path="data/data_report.json")).read_text()
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=trained.run_id, artifact_path="data/data_report.json"
+            )
+        ).read_text()
     )
     assert report["splits"]["test"]["rows"] == 600
 
@@ -96,7 +104,10 @@ def test_registered_model_predicts_label_and_probabilities_per_row(
         "prob_negative",
         "prob_positive",
     ]
-    texts = ["An absolute masterpiece, I loved every minute.", "Boring, stupid and way too long."] * 3
+    texts = [
+        "An absolute masterpiece, I loved every minute.",
+        "Boring, stupid and way too long.",
+    ] * 3
     out = model.predict(pd.DataFrame({"text": texts}))
     assert len(out) == 6  # one prediction per row, not one per column
     assert list(out["label"][:2]) == ["positive", "negative"]
@@ -116,7 +127,9 @@ def test_same_seed_same_model(settings: TrainingSettings) -> None:
 def test_three_class_data_trains(
     shared_data: Path, tmp_path: Path, settings: TrainingSettings
 ) -> None:
-    data = write_sample(shared_data / "semeval2017_task4a", tmp_path / "semeval", {"train": 1500, "test": 600})
+    data = write_sample(
+        shared_data / "semeval2017_task4a", tmp_path / "semeval", {"train": 1500, "test": 600}
+    )
     result = train(settings.model_copy(update={"data": data}), Hyperparameters(max_features=5_000))
     model = mlflow.pyfunc.load_model(result.model_uri)
     out = model.predict(pd.DataFrame({"text": ["I love this!", "ok", "I hate it"]}))

@@ -1,0 +1,115 @@
+"""Real servers for tests: a private PostgreSQL cluster and an MLflow tracking server.
+
+Both listen on free loopback ports and are stopped by the fixture that started them.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        raise RuntimeError("PostgreSQL server binaries not found; run `make system-deps`")
+    return found[-1].parent
+
+
+def _as_postgres_user(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
+    if os.geteuid() != 0:
+        return command
+    return ["runuser", "-u", "postgres", "--", *command]
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway cluster (initdb + pg_ctl) with database ``mlflow``; yields its SQLAlchemy URL."""
+    bindir = postgres_bin()
+    root = Path(tempfile.mkdtemp(prefix="emotitrack-pg-"))
+    root.chmod(0o755)
+    data = root / "data"
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+
+    def run(*cmd: str) -> None:
+        command = _as_postgres_user([str(bindir / cmd[0]), *cmd[1:]])
+        subprocess.run(command, check=True, capture_output=True, text=True)
+
+    try:
+        run("initdb", "-D", str(data), "-U", "emotitrack", "--auth=trust", "-E", "UTF8")
+        run(
+            "pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
+            "-o", f"-p {port} -h 127.0.0.1 -k {root}", "start",
+        )  # fmt: skip
+        run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "emotitrack", "mlflow")
+        yield f"postgresql://emotitrack@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(
+            _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for_http(
+    url: str, process: subprocess.Popen[bytes], timeout: float = 120, log: Path | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise RuntimeError(f"server for {url} exited with {process.returncode}\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} not up after {timeout:.0f} s")
+
+
+@contextmanager
+def mlflow_server(backend_store_uri: str, artifacts: Path, log: Path) -> Iterator[str]:
+    """``mlflow server`` with artifact proxying (clients see ``mlflow-artifacts:/`` URIs)."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", str(artifacts),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_http(f"{url}/health", process, log=log)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
