@@ -74,7 +74,8 @@ def train(settings: TrainingSettings, hp: Hyperparameters) -> TrainingResult:
 def _run(
     run_id: str, settings: TrainingSettings, hp: Hyperparameters, splits: Splits
 ) -> TrainingResult:
-    mlflow.log_params(
+    _log_params(
+        run_id,
         {
             **hp.as_params(),
             "data": str(settings.data),
@@ -85,7 +86,7 @@ def _run(
             "test_fraction": settings.test_fraction,
             "test_from_source": splits.test_from_source,
             "labels": ",".join(splits.labels),
-        }
+        },
     )
     digest = _log_data(settings, splits)
     mlflow.set_tags({"git_commit": _git_commit(), "data_digest": digest})
@@ -141,6 +142,14 @@ def _run(
         version=version,
         metrics=metrics,
     )
+
+
+def _log_params(run_id: str, params: dict[str, object]) -> None:
+    """Log what `mlflow run` has not logged already: it records the MLproject parameters as
+    given (``true``, ``7.0``), and MLflow refuses to log a key twice with another spelling."""
+    logged = mlflow.MlflowClient().get_run(run_id).data.params
+    spelled = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
+    mlflow.log_params({k: v for k, v in spelled.items() if k not in logged})
 
 
 def _log_data(settings: TrainingSettings, splits: Splits) -> str:

@@ -1,0 +1,5 @@
+import sys
+
+from emotitrack.cli import main
+
+sys.exit(main())
