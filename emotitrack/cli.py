@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from serving.cli import add_serve_command
 from training.cli import add_commands, run_command
 from training.settings import TrainingSettings
 
@@ -18,6 +19,7 @@ def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(commands, settings)
+    add_serve_command(commands)
     demo = commands.add_parser(
         "demo",
         help="the main job: train on the default data, register, promote, open the MLflow UI",

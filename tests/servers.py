@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -39,37 +39,53 @@ def _as_postgres_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
 
 
-@contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """A throwaway cluster (initdb + pg_ctl) with database ``mlflow``; yields its SQLAlchemy URL."""
-    bindir = postgres_bin()
-    root = Path(tempfile.mkdtemp(prefix="emotitrack-pg-"))
-    root.chmod(0o755)
-    data = root / "data"
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-    port = free_port()
+class PostgresCluster:
+    """A throwaway cluster (initdb + pg_ctl) with database ``mlflow``; can be stopped and
+    restarted on the same port (outage tests)."""
 
-    def run(*cmd: str) -> None:
-        command = _as_postgres_user([str(bindir / cmd[0]), *cmd[1:]])
+    def __init__(self) -> None:
+        self.bindir = postgres_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="emotitrack-pg-"))
+        self.root.chmod(0o755)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.url = f"postgresql://emotitrack@127.0.0.1:{self.port}/mlflow"
+
+    def _run(self, *cmd: str) -> None:
+        command = _as_postgres_user([str(self.bindir / cmd[0]), *cmd[1:]])
         subprocess.run(command, check=True, capture_output=True, text=True)
 
-    try:
-        run("initdb", "-D", str(data), "-U", "emotitrack", "--auth=trust", "-E", "UTF8")
-        run(
-            "pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
-            "-o", f"-p {port} -h 127.0.0.1 -k {root}", "start",
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "emotitrack", "--auth=trust", "-E", "UTF8")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "emotitrack", "mlflow")
+
+    def start(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
+            "-o", f"-p {self.port} -h 127.0.0.1 -k {self.root}", "start",
         )  # fmt: skip
-        run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "emotitrack", "mlflow")
-        yield f"postgresql://emotitrack@127.0.0.1:{port}/mlflow"
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        with suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    try:
+        cluster.init()
+        yield cluster
     finally:
-        subprocess.run(
-            _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.destroy()
 
 
 def wait_for_http(
@@ -113,3 +129,37 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, log: Path) -> Iterato
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+class ApiServer:
+    """``python -m serving`` (uvicorn) on a free loopback port, with the given environment."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = cwd / f"api-{self.port}.log"
+        self._out = self.log.open("wb")
+        command = [
+            sys.executable,
+            "-m",
+            "serving",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+        ]
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **env}, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT
+        )
+        wait_for_http(f"{self.url}/health", self.process, timeout=60, log=self.log)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM and wait: the graceful shutdown users get from their orchestrator."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        code = self.process.wait(timeout=timeout)
+        self._out.close()
+        return code
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")

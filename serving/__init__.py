@@ -1,0 +1,1 @@
+"""EmotiTrack serving: the Production model behind FastAPI, with a durable prediction log."""

@@ -1,0 +1,517 @@
+"""The FastAPI app: factory + lifespan around a ModelStore, a MicroBatcher and a PredictionLog."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.batching import MicroBatcher
+from serving.invocations import PayloadError, texts_from_payload
+from serving.metrics import ServingMetrics, build_metrics
+from serving.model_store import LoadedModel, ModelStore
+from serving.prediction_log import PredictionLog, PredictionRecord, new_request_id
+from serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    Health,
+    InvocationsResponse,
+    ModelInfo,
+    Prediction,
+    PredictRequest,
+    Readiness,
+    ReloadResponse,
+    ServiceInfo,
+)
+from serving.settings import ServingSettings
+
+log = logging.getLogger("emotitrack.serving")
+VERSION = "0.1.0"
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed body (not JSON, not a known payload)."},
+    413: {"model": ErrorResponse, "description": "Body larger than the configured limit."},
+    415: {
+        "model": ErrorResponse,
+        "description": "Body sent without Content-Type: application/json.",
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "Invalid field: wrong type, empty or too long text, too many texts.",
+    },
+    503: {
+        "model": ErrorResponse,
+        "description": "No model loaded yet (none promoted, or registry down).",
+    },
+}
+
+
+class Service:
+    """Everything a request needs, built by the lifespan; one per app."""
+
+    def __init__(self, settings: ServingSettings) -> None:
+        self.settings = settings
+        self.metrics: ServingMetrics = build_metrics()
+        self.store = ModelStore(settings.model_uri, settings.tracking_uri, self._record_outcome)
+        self.batcher = MicroBatcher(
+            window_ms=settings.batch_window_ms, max_batch=settings.max_model_batch
+        )
+        self.log = PredictionLog(
+            settings.prediction_log_url,
+            settings.spill_dir,
+            flush_interval_s=settings.log_flush_interval_s,
+            flush_rows=settings.log_flush_rows,
+            buffer_rows=settings.log_buffer_rows,
+        )
+        self._synced = {"written": 0, "spilled": 0, "dropped": 0, "replayed": 0}
+
+    def _record_outcome(self, outcome: str, model: LoadedModel | None) -> None:
+        self.metrics.reloads.labels(outcome=outcome).inc()
+        if model is not None:
+            version = float(model.version) if model.version.isdigit() else 0.0
+            self.metrics.model_version.labels(model_name=model.name).set(version)
+            self.metrics.model_load_seconds.set(model.load_seconds)
+
+    def model(self) -> LoadedModel:
+        model = self.store.current
+        if model is None:
+            raise HTTPException(
+                503,
+                detail=f"no model loaded: {self.store.status.last_error or 'starting up'}; "
+                "promote a version (emotitrack promote) and retry",
+            )
+        return model
+
+    async def predict(
+        self, texts: list[str], endpoint: str
+    ) -> tuple[LoadedModel, list[Prediction]]:
+        model = self.model()
+        started = time.perf_counter()
+        proba = await self.batcher.score(model.score, texts)
+        latency_ms = (time.perf_counter() - started) * 1000
+        now = datetime.now(UTC)
+        classes = model.classes
+        best = proba.argmax(axis=1)
+        predictions, records = [], []
+        for text, row, index in zip(texts, proba.tolist(), best.tolist(), strict=True):
+            probabilities = dict(zip(classes, row, strict=True))
+            prediction = Prediction(
+                sentiment=classes[index],
+                confidence=row[index],
+                probabilities=probabilities,
+                model_version=model.version,
+                request_id=new_request_id(),
+            )
+            predictions.append(prediction)
+            records.append(
+                PredictionRecord(
+                    request_id=prediction.request_id,
+                    created_at=now,
+                    text=text,
+                    label=prediction.sentiment,
+                    confidence=prediction.confidence,
+                    probabilities=probabilities,
+                    model_name=model.name,
+                    model_version=model.version,
+                    latency_ms=latency_ms,
+                    endpoint=endpoint,
+                )
+            )
+        self.log.submit(records)
+        self._count(model, proba, best)
+        return model, predictions
+
+    def _count(self, model: LoadedModel, proba: np.ndarray, best: np.ndarray) -> None:
+        self.metrics.log_queued.inc(len(best))
+        for index, count in zip(*np.unique(best, return_counts=True), strict=True):
+            self.metrics.predictions.labels(
+                label=model.classes[index], model_version=model.version
+            ).inc(int(count))
+        for confidence in proba.max(axis=1).tolist():
+            self.metrics.confidence.observe(confidence)
+
+    def check_texts(self, texts: list[str]) -> None:
+        limit = self.settings.max_text_chars
+        for i, text in enumerate(texts):
+            where = f"text {i}" if len(texts) > 1 else "text"
+            if not text.strip():
+                raise HTTPException(
+                    422, detail=f"{where} is empty or whitespace; send the text to classify"
+                )
+            if len(text) > limit:
+                raise HTTPException(
+                    422, detail=f"{where} has {len(text)} characters; the limit is {limit}"
+                )
+        if len(texts) > self.settings.max_batch_texts:
+            raise HTTPException(
+                422,
+                detail=f"{len(texts)} texts; at most {self.settings.max_batch_texts} per request, split the batch",
+            )
+
+    def sync_log_metrics(self) -> None:
+        """Carry the prediction log's counters into Prometheus counters (as increments)."""
+        counters = self.log.counters
+        for name, metric in (
+            ("written", self.metrics.log_written),
+            ("spilled", self.metrics.log_spilled),
+            ("dropped", self.metrics.log_dropped),
+            ("replayed", self.metrics.log_replayed),
+        ):
+            value = getattr(counters, name)
+            if value > self._synced[name]:
+                metric.inc(value - self._synced[name])
+                self._synced[name] = value
+        self.metrics.log_queue_depth.set(self.log.queue_depth())
+        self.metrics.log_store_up.set(1 if counters.store_up else 0)
+
+
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+bearer = HTTPBearer(auto_error=False)
+
+
+def require_admin(
+    service: ServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    token = service.settings.admin_token
+    if token is None:
+        raise HTTPException(404, detail="admin endpoints are disabled: set EMOTITRACK_ADMIN_TOKEN")
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise HTTPException(
+            401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    settings = settings or ServingSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = Service(settings)
+        app.state.service = service
+        await asyncio.to_thread(service.log.start)
+        service.batcher.start()
+        await service.store.refresh()
+        poller = asyncio.create_task(
+            service.store.poll_forever(settings.poll_interval_s), name="model-poller"
+        )
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with suppress(asyncio.CancelledError):
+                await poller
+            await service.batcher.stop()
+            await asyncio.to_thread(service.log.close)
+            log.info(
+                "prediction log closed: %d written, %d spilled, %d dropped",
+                service.log.counters.written,
+                service.log.counters.spilled,
+                service.log.counters.dropped,
+            )
+
+    app = FastAPI(
+        title="EmotiTrack",
+        version=VERSION,
+        description="Sentiment analysis with the Production model from the MLflow registry.",
+        lifespan=lifespan,
+    )
+    _add_error_handlers(app)
+    _add_routes(app)
+    routes = {getattr(r, "path", "") for r in app.routes}
+    app.add_middleware(MetricsMiddleware, routes=routes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.get("/", response_model=ServiceInfo, summary="Service information")
+    async def root(service: ServiceDep) -> ServiceInfo:
+        return ServiceInfo(
+            service="emotitrack",
+            version=VERSION,
+            model_uri=service.settings.model_uri,
+            docs="/docs",
+        )
+
+    @app.get("/health", response_model=Health, summary="Liveness: the process answers")
+    async def health() -> Health:
+        return Health(status="ok")
+
+    @app.get(
+        "/ready",
+        response_model=Readiness,
+        responses={
+            503: {"model": Readiness, "description": "Not ready: no model loaded (reason given)."}
+        },
+        summary="Readiness: a model is loaded",
+    )
+    async def ready(service: ServiceDep) -> Response:
+        model, status = service.store.current, service.store.status
+        body = Readiness(
+            ready=model is not None,
+            reason="" if model else (status.last_error or "no model loaded yet"),
+            model_version=model.version if model else None,
+            registry_reachable=status.registry_reachable,
+            registry_error=status.last_error,
+            last_check_at=status.last_check_at,
+            prediction_log_store_up=service.log.counters.store_up,
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if model else 503)
+
+    @app.get(
+        "/model",
+        response_model=ModelInfo,
+        responses={503: ERRORS[503]},
+        summary="The model being served",
+    )
+    async def model_info(service: ServiceDep) -> ModelInfo:
+        model = service.model()
+        return ModelInfo(
+            name=model.name,
+            version=model.version,
+            uri=model.ref.uri,
+            reference=model.ref.reference,
+            run_id=model.ref.run_id,
+            loaded_at=model.loaded_at,
+            load_seconds=model.load_seconds,
+            classes=model.classes,
+            metrics=model.metrics,
+        )
+
+    @app.post("/predict", response_model=Prediction, responses=ERRORS, summary="Classify one text")
+    async def predict(body: PredictRequest, service: ServiceDep) -> Prediction:
+        service.check_texts([body.text])
+        _, predictions = await service.predict([body.text], "predict")
+        return predictions[0]
+
+    @app.post(
+        "/predict/batch",
+        response_model=BatchResponse,
+        responses=ERRORS,
+        summary="Classify many texts",
+    )
+    async def predict_batch(body: BatchRequest, service: ServiceDep) -> BatchResponse:
+        service.check_texts(body.texts)
+        model, predictions = await service.predict(body.texts, "batch")
+        return BatchResponse(predictions=predictions, model_version=model.version)
+
+    @app.post(
+        "/invocations",
+        response_model=InvocationsResponse,
+        responses=ERRORS,
+        summary="MLflow scoring-server compatible predictions",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
+    async def invocations(request: Request, service: ServiceDep) -> InvocationsResponse:
+        try:
+            texts = texts_from_payload(
+                await request.body(), request.headers.get("content-type", "application/json")
+            )
+        except PayloadError as exc:
+            raise HTTPException(400, detail=str(exc)) from exc
+        if not texts:
+            raise HTTPException(422, detail="no texts in the payload")
+        service.check_texts(texts)
+        _, predictions = await service.predict(texts, "invocations")
+        return InvocationsResponse(
+            predictions=[
+                {"label": p.sentiment, "confidence": p.confidence}
+                | {f"prob_{k}": v for k, v in p.probabilities.items()}
+                for p in predictions
+            ]
+        )
+
+    @app.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses={
+            404: {"model": ErrorResponse, "description": "Unknown request_id."},
+            409: {
+                "model": ErrorResponse,
+                "description": "Feedback for this request_id exists already.",
+            },
+            **ERRORS,
+        },
+        summary="Store the true label of a logged prediction",
+    )
+    async def feedback(body: FeedbackRequest, service: ServiceDep) -> FeedbackResponse:
+        model = service.model()
+        if body.label not in model.classes:
+            raise HTTPException(
+                422, detail=f"unknown label {body.label!r}; use one of {model.classes}"
+            )
+        try:
+            known = await asyncio.to_thread(service.log.knows, body.request_id)
+            if not known:
+                raise HTTPException(
+                    404, detail=f"no prediction with request_id {body.request_id!r}"
+                )
+            stored = await asyncio.to_thread(service.log.add_feedback, body.request_id, body.label)
+        except HTTPException:
+            raise
+        except Exception as exc:  # the store is down: the client should retry later
+            raise HTTPException(
+                503, detail="prediction log store unavailable; retry later"
+            ) from exc
+        if not stored:
+            raise HTTPException(409, detail=f"feedback for {body.request_id!r} was already given")
+        return FeedbackResponse(request_id=body.request_id, label=body.label)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics(service: ServiceDep) -> Response:
+        service.sync_log_metrics()
+        payload, content_type = service.metrics.exposition()
+        return Response(payload, media_type=content_type)
+
+    @app.post(
+        "/admin/reload",
+        response_model=ReloadResponse,
+        dependencies=[Depends(require_admin)],
+        responses={
+            401: {"model": ErrorResponse},
+            404: {"model": ErrorResponse, "description": "Admin disabled."},
+        },
+        summary="Check the registry now and reload if Production moved",
+    )
+    async def reload(service: ServiceDep) -> ReloadResponse:
+        outcome = await service.store.refresh()
+        current = service.store.current
+        return ReloadResponse(outcome=outcome, model_version=current.version if current else None)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("application/json") and request.method == "POST":
+            return JSONResponse(
+                {
+                    "detail": f"send JSON with Content-Type: application/json (got {content_type or 'none'})"
+                },
+                status_code=415,
+            )
+        if any(e["type"] == "json_invalid" for e in errors):
+            return JSONResponse(
+                {"detail": "request body is not valid JSON", "errors": errors}, status_code=400
+            )
+        summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
+        return JSONResponse(
+            {"detail": f"invalid request: {summary}", "errors": errors}, status_code=422
+        )
+
+
+class BodySizeLimit:
+    """Refuse bodies over ``max_bytes`` with 413 before they are read or parsed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body over {self.max_bytes} bytes"}, status_code=413
+        )
+        await response({"type": "http"}, _no_body, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+class MetricsMiddleware:
+    """Count, time and track in-flight requests by route template and status code."""
+
+    def __init__(self, app: ASGIApp, routes: set[str]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        service: Service | None = getattr(scope["app"].state, "service", None)
+        if service is None:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"] if scope["path"] in self.routes else "unmatched"
+        method = scope["method"]
+        status = 500
+        metrics = service.metrics
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        in_progress = metrics.in_progress.labels(route=path, method=method)
+        in_progress.inc()
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            in_progress.dec()
+            labels = {"route": path, "method": method, "status": str(status)}
+            metrics.requests.labels(**labels).inc()
+            metrics.latency.labels(**labels).observe(time.perf_counter() - started)

@@ -1,0 +1,85 @@
+"""Adaptive micro-batching: concurrent requests share one model call.
+
+A single text costs ~0.6 ms in ``predict_proba``; a thousand cost ~35 µs each. Requests that
+arrive while the model is busy queue up and are scored together in the next call, so under load
+throughput rises and tail latency stays bounded; an idle server adds no delay (window 0) or at
+most ``window_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+Score = Callable[[list[str]], np.ndarray]
+
+
+class MicroBatcher:
+    def __init__(self, *, window_ms: float, max_batch: int) -> None:
+        self.window_s = window_ms / 1000
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Score, list[str], asyncio.Future[np.ndarray]]] = (
+            asyncio.Queue()
+        )
+        # One model thread: scikit-learn releases the GIL little; more threads only contend.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def score(self, score: Score, texts: list[str]) -> np.ndarray:
+        """Probabilities for ``texts`` with ``score`` (the model current when the request came)."""
+        if len(texts) >= self.max_batch:  # already a full batch: no sharing to gain
+            return await asyncio.get_running_loop().run_in_executor(self._executor, score, texts)
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self._queue.put((score, texts, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            size = len(first[1])
+            if self.window_s:
+                await asyncio.sleep(self.window_s)
+            while size < self.max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                batch.append(item)
+                size += len(item[1])
+            # Requests can straddle a model swap: group by the scorer each one asked for.
+            groups: dict[int, list[tuple[Score, list[str], asyncio.Future[np.ndarray]]]] = {}
+            for item in batch:
+                groups.setdefault(id(item[0]), []).append(item)
+            for items in groups.values():
+                await self._score_group(loop, items)
+
+    async def _score_group(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        items: list[tuple[Score, list[str], asyncio.Future[np.ndarray]]],
+    ) -> None:
+        texts = [t for _, request_texts, _ in items for t in request_texts]
+        try:
+            proba = await loop.run_in_executor(self._executor, items[0][0], texts)
+        except Exception as exc:
+            for _, _, future in items:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for _, request_texts, future in items:
+            end = start + len(request_texts)
+            if not future.done():  # the client may have gone away
+                future.set_result(proba[start:end])
+            start = end

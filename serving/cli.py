@@ -1,0 +1,60 @@
+"""``emotitrack serve``: run the API with uvicorn (the production server command)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+
+def add_serve_command(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the Production model over HTTP (FastAPI + uvicorn)",
+        description="Serve EMOTITRACK_MODEL_URI (default models:/emotitrack-sentiment@production). "
+        "Settings: EMOTITRACK_* variables, see the README.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_serve_options(serve)
+    serve.set_defaults(handler=lambda args, _settings: serve_forever(args))
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    port = int(os.environ.get("PORT", "8000"))
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument("--port", type=int, default=port, help="port (default from $PORT)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+
+
+def serve_forever(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found:
+    # make that handler exit 0, so orchestrators see a clean stop after the log was flushed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    # Fail over fast when the registry is down instead of MLflow's minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=30,
+        access_log=False,  # texts never go to logs; Prometheus counts requests
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_serve_options(parser)
+    return serve_forever(parser.parse_args(argv))

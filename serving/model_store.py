@@ -1,0 +1,251 @@
+"""The served model: resolve the configured URI to a concrete version, load it, follow moves.
+
+The URI may name an alias (``models:/NAME@production``) or a stage (``models:/NAME/Production``),
+which move when someone promotes; a fixed version, a run or a path, which do not. Every check
+resolves the URI to one version; a different version is loaded off the event loop, warmed with
+one prediction and swapped in with a single assignment, so requests never wait on a reload and
+never see a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.pyfunc import PyFuncModel
+
+from training.model import PROBABILITY_PREFIX, SentimentModel
+
+log = logging.getLogger("emotitrack.serving")
+
+HEADLINE_METRICS = ("test_accuracy", "test_f1_macro", "test_roc_auc", "val_accuracy")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model URI points at right now."""
+
+    uri: str
+    name: str | None
+    version: str | None
+    run_id: str | None
+    reference: str  # alias, stage, version, run or path: how the URI named it
+    load_uri: str  # a URI that cannot move: models:/NAME/VERSION, or the original one
+
+    @property
+    def key(self) -> str:
+        return self.load_uri
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    ref: ModelRef
+    classes: list[str]
+    score: Callable[[list[str]], np.ndarray]  # texts -> probabilities (rows x classes)
+    loaded_at: datetime
+    load_seconds: float
+    metrics: dict[str, float]
+
+    @property
+    def version(self) -> str:
+        return self.ref.version or self.ref.run_id or "unversioned"
+
+    @property
+    def name(self) -> str:
+        return self.ref.name or "unregistered"
+
+
+class ModelUnavailable(RuntimeError):
+    """No model could be resolved or loaded; the message says why."""
+
+
+def resolve(client: MlflowClient, uri: str) -> ModelRef:
+    """Pin a model URI to the version it names now."""
+    if not uri.startswith("models:/"):
+        run_id = uri.split("/")[1] if uri.startswith("runs:/") else None
+        return ModelRef(uri, None, None, run_id, "run" if run_id else "path", uri)
+    path = uri.removeprefix("models:/")
+    if "@" in path:
+        name, alias = path.split("@", 1)
+        mv = _registry_call(lambda: client.get_model_version_by_alias(name, alias), uri)
+        reference = f"alias {alias}"
+    else:
+        name, _, what = path.partition("/")
+        if what.isdigit():
+            mv = _registry_call(lambda: client.get_model_version(name, what), uri)
+            reference = f"version {what}"
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # legacy stages, on purpose
+                found = _registry_call(lambda: client.get_latest_versions(name, [what]), uri)
+            if not found:
+                raise ModelUnavailable(f"no version of {name} is in stage {what}")
+            mv = found[0]
+            reference = f"stage {what}"
+    version = str(mv.version)
+    return ModelRef(uri, name, version, mv.run_id, reference, f"models:/{name}/{version}")
+
+
+def _registry_call(call: Callable[[], Any], uri: str) -> Any:
+    try:
+        return call()
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise ModelUnavailable(
+                f"{uri} does not name a model version yet: {exc.message}"
+            ) from exc
+        raise
+
+
+def load(client: MlflowClient, ref: ModelRef) -> LoadedModel:
+    """Load and warm a model; the caller decides whether to swap it in."""
+    started = time.perf_counter()
+    pyfunc = mlflow.pyfunc.load_model(ref.load_uri)
+    classes, score = _scorer(pyfunc)
+    score(["warm-up"])
+    metrics: dict[str, float] = {}
+    if ref.run_id:
+        run_metrics = client.get_run(ref.run_id).data.metrics
+        metrics = {k: run_metrics[k] for k in HEADLINE_METRICS if k in run_metrics}
+    return LoadedModel(
+        ref=ref,
+        classes=classes,
+        score=score,
+        loaded_at=datetime.now(UTC),
+        load_seconds=time.perf_counter() - started,
+        metrics=metrics,
+    )
+
+
+def _scorer(
+    pyfunc: PyFuncModel,
+) -> tuple[list[str], Callable[[list[str]], np.ndarray]]:
+    """Call our pipeline directly (no DataFrame per request) when the model is EmotiTrack's own;
+    any other pyfunc that returns ``prob_<class>`` columns works through ``predict``."""
+    try:
+        inner = pyfunc.unwrap_python_model()
+    except Exception:  # not a PythonModel flavour
+        inner = None
+    if isinstance(inner, SentimentModel) and inner.pipeline is not None:
+        pipeline = inner.pipeline
+
+        def score_pipeline(texts: list[str]) -> np.ndarray:
+            proba = pipeline.predict_proba(texts).astype(np.float64)
+            return proba / proba.sum(axis=1, keepdims=True)
+
+        return inner.classes, score_pipeline
+    sample = pd.DataFrame(pyfunc.predict(pd.DataFrame({"text": ["warm-up"]})))
+    columns = [c for c in sample.columns if str(c).startswith(PROBABILITY_PREFIX)]
+    if not columns:
+        raise ModelUnavailable("the model does not return prob_<class> columns")
+    classes = [c.removeprefix(PROBABILITY_PREFIX) for c in columns]
+
+    def score_pyfunc(texts: list[str]) -> np.ndarray:
+        out = pd.DataFrame(pyfunc.predict(pd.DataFrame({"text": texts})))
+        return out[columns].to_numpy(np.float64)
+
+    return classes, score_pyfunc
+
+
+@dataclass
+class StoreStatus:
+    registry_reachable: bool = False
+    last_check_at: datetime | None = None
+    last_error: str = ""
+    last_outcome: str = "never checked"
+
+
+class ModelStore:
+    """Holds the current model and replaces it when the URI moves to another version."""
+
+    def __init__(
+        self,
+        uri: str,
+        tracking_uri: str,
+        on_outcome: Callable[[str, LoadedModel | None], None] = lambda outcome, model: None,
+    ) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.current: LoadedModel | None = None
+        self.status = StoreStatus()
+        self._on_outcome = on_outcome
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> str:
+        """Check the registry once; reload if the URI now names another version.
+
+        Outcomes: ``loaded``, ``unchanged``, ``no_model``, ``registry_unreachable``,
+        ``load_failed``. On failure the current model keeps serving."""
+        async with self._lock:
+            outcome, model = await asyncio.to_thread(self._check)
+            self.status.last_check_at = datetime.now(UTC)
+            self.status.last_outcome = outcome
+            if model is not None:
+                self.current = model  # the swap: one reference assignment
+            self._on_outcome(outcome, self.current)
+            return outcome
+
+    def _check(self) -> tuple[str, LoadedModel | None]:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            ref = resolve(self.client, self.uri)
+        except ModelUnavailable as exc:
+            self.status.registry_reachable = True
+            self.status.last_error = str(exc)
+            return "no_model", None
+        except Exception as exc:  # network, server errors: keep serving what we have
+            self.status.registry_reachable = False
+            self.status.last_error = f"registry unreachable: {_short(exc)}"
+            log.warning("model registry check failed: %s", self.status.last_error)
+            return "registry_unreachable", None
+        self.status.registry_reachable = True
+        if self.current is not None and self.current.ref.key == ref.key:
+            self.status.last_error = ""
+            return "unchanged", None
+        try:
+            model = load(self.client, ref)
+        except Exception as exc:  # corrupt or missing artifacts, incompatible model
+            self.status.last_error = f"loading {ref.load_uri} failed: {_short(exc)}"
+            log.error(
+                "model reload refused, still serving %s: %s",
+                self._serving(),
+                self.status.last_error,
+            )
+            return "load_failed", None
+        self.status.last_error = ""
+        log.info(
+            "serving %s version %s (%s, run %s), loaded in %.2f s",
+            model.name,
+            model.version,
+            ref.reference,
+            ref.run_id,
+            model.load_seconds,
+        )
+        return "loaded", model
+
+    def _serving(self) -> str:
+        return f"version {self.current.version}" if self.current else "nothing"
+
+    async def poll_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # never let the poller die
+                log.exception("model refresh crashed; retrying in %.0f s", interval_s)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}"

@@ -1,0 +1,347 @@
+"""The prediction log: every prediction the API acknowledges, durably, for monitoring.
+
+Serving owns the record format (``PredictionRecord``) and the tables; monitoring reads them only
+through ``PredictionReader``. Writes happen on a background thread, in batches. When the store is
+down or slow, records wait in a bounded in-memory buffer and then spill to JSON-lines files,
+replayed once the store answers again. Inserts ignore request ids already present, so a replay
+never duplicates a record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+log = logging.getLogger("emotitrack.serving")
+
+METADATA = sa.MetaData()
+PREDICTIONS = sa.Table(
+    "predictions",
+    METADATA,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("label", sa.String(64), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("probabilities", sa.Text, nullable=False),  # JSON object label -> probability
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False, index=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("endpoint", sa.String(32), nullable=False),
+)
+FEEDBACK = sa.Table(
+    "feedback",
+    METADATA,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("label", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One acknowledged prediction."""
+
+    request_id: str
+    created_at: datetime
+    text: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    model_name: str
+    model_version: str
+    latency_ms: float
+    endpoint: str
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["probabilities"] = json.dumps(self.probabilities)
+        return row
+
+    def to_json(self) -> str:
+        row = self.to_row()
+        row["created_at"] = self.created_at.isoformat()
+        return json.dumps(row)
+
+    @classmethod
+    def from_json(cls, line: str) -> PredictionRecord:
+        row = json.loads(line)
+        row["created_at"] = datetime.fromisoformat(row["created_at"])
+        row["probabilities"] = json.loads(row["probabilities"])
+        return cls(**row)
+
+
+@dataclass
+class LogCounters:
+    """What happened to records, for metrics (read by the metrics exporter)."""
+
+    queued: int = 0
+    written: int = 0
+    spilled: int = 0
+    replayed: int = 0
+    dropped: int = 0
+    store_up: bool = False
+    last_error: str = ""
+    pending_ids: set[str] = field(default_factory=set)
+
+
+def create_store_engine(url: str) -> sa.Engine:
+    """An engine with short timeouts, so a dead store is noticed fast rather than hanging."""
+    args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        args = {"connect_args": {"connect_timeout": 3}, "pool_pre_ping": True}
+    elif url.startswith("sqlite"):
+        args = {"connect_args": {"timeout": 5}}
+    return sa.create_engine(url, **args)
+
+
+def _insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table) -> Any:
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=["request_id"])
+
+
+class PredictionLog:
+    """Buffered, batched, spill-to-disk writer of prediction records."""
+
+    def __init__(
+        self,
+        url: str,
+        spill_dir: Path,
+        *,
+        flush_interval_s: float = 0.5,
+        flush_rows: int = 500,
+        buffer_rows: int = 50_000,
+    ) -> None:
+        self.url = url
+        self.spill_dir = spill_dir
+        self.flush_interval_s = flush_interval_s
+        self.flush_rows = flush_rows
+        self.buffer_rows = buffer_rows
+        self.counters = LogCounters()
+        self._buffer: deque[PredictionRecord] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._engine: sa.Engine | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        self._engine = create_store_engine(self.url)
+        self._ensure_tables()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write (or spill) everything still buffered; called on shutdown (SIGTERM)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._drain()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    # -- request path --------------------------------------------------------------------------
+    def submit(self, records: Sequence[PredictionRecord]) -> None:
+        """Queue records; never blocks on the store. Overflow spills to disk at once."""
+        overflow: list[PredictionRecord] = []
+        with self._lock:
+            self._buffer.extend(records)
+            self.counters.queued += len(records)
+            self.counters.pending_ids.update(r.request_id for r in records)
+            while len(self._buffer) > self.buffer_rows:
+                overflow.append(self._buffer.popleft())
+        if overflow:
+            self._spill(overflow)
+        if len(self._buffer) >= self.flush_rows:
+            self._wake.set()
+
+    def queue_depth(self) -> int:
+        return len(self._buffer)
+
+    def knows(self, request_id: str) -> bool:
+        """Whether a prediction with this id was acknowledged (written, buffered or spilled)."""
+        if request_id in self.counters.pending_ids:
+            return True
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                sa.select(PREDICTIONS.c.request_id).where(PREDICTIONS.c.request_id == request_id)
+            ).first()
+        return found is not None
+
+    def add_feedback(self, request_id: str, label: str) -> bool:
+        """Store the true label; False if feedback for this id exists already."""
+        assert self._engine is not None
+        row = {"request_id": request_id, "label": label, "created_at": datetime.now(UTC)}
+        with self._engine.begin() as conn:
+            result = conn.execute(_insert_ignoring_duplicates(self._engine, FEEDBACK), [row])
+        return bool(result.rowcount)
+
+    # -- writer thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            self._flush_buffer()
+            if self.counters.store_up:
+                self._replay_spill_files()
+
+    def _flush_buffer(self) -> None:
+        while True:
+            with self._lock:
+                batch = [
+                    self._buffer.popleft() for _ in range(min(self.flush_rows, len(self._buffer)))
+                ]
+            if not batch:
+                return
+            if not self._write(batch):
+                self._spill(batch)
+                return
+
+    def _drain(self) -> None:
+        self._flush_buffer()
+        with self._lock:
+            rest = list(self._buffer)
+            self._buffer.clear()
+        if rest:
+            self._spill(rest)
+
+    def _write(self, records: Sequence[PredictionRecord]) -> bool:
+        assert self._engine is not None
+        try:
+            if not self.counters.store_up:
+                self._ensure_tables()
+            with self._engine.begin() as conn:
+                conn.execute(
+                    _insert_ignoring_duplicates(self._engine, PREDICTIONS),
+                    [r.to_row() for r in records],
+                )
+        except sa.exc.SQLAlchemyError as exc:
+            self._mark_down(exc)
+            return False
+        self.counters.written += len(records)
+        self._forget(records)
+        return True
+
+    def _ensure_tables(self) -> None:
+        assert self._engine is not None
+        try:
+            METADATA.create_all(self._engine)
+        except sa.exc.SQLAlchemyError as exc:
+            self._mark_down(exc)
+            return
+        if not self.counters.store_up:
+            log.info("prediction log store reachable: %s", _redact(self.url))
+        self.counters.store_up = True
+
+    def _mark_down(self, exc: Exception) -> None:
+        if self.counters.store_up or not self.counters.last_error:
+            log.warning(
+                "prediction log store unreachable (records will spill): %s", type(exc).__name__
+            )
+        self.counters.store_up = False
+        self.counters.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+
+    def _forget(self, records: Iterable[PredictionRecord]) -> None:
+        with self._lock:
+            self.counters.pending_ids.difference_update(r.request_id for r in records)
+
+    # -- spill files ---------------------------------------------------------------------------
+    def _spill(self, records: Sequence[PredictionRecord]) -> None:
+        path = (
+            self.spill_dir / f"spill-{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.jsonl"
+        )
+        try:
+            with path.open("w", encoding="utf-8") as f:
+                f.writelines(r.to_json() + "\n" for r in records)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            self.counters.dropped += len(records)
+            self._forget(records)
+            log.error("prediction log: %d records dropped, spill failed: %s", len(records), exc)
+            return
+        self.counters.spilled += len(records)
+
+    def spill_files(self) -> list[Path]:
+        return sorted(self.spill_dir.glob("spill-*.jsonl"))
+
+    def _replay_spill_files(self) -> None:
+        for path in self.spill_files():
+            try:
+                records = [
+                    PredictionRecord.from_json(line)
+                    for line in path.read_text().splitlines()
+                    if line
+                ]
+            except (OSError, ValueError) as exc:
+                log.error("prediction log: cannot read spill file %s: %s", path, exc)
+                path.rename(path.with_suffix(".unreadable"))
+                continue
+            for start in range(0, len(records), self.flush_rows):
+                if not self._write(records[start : start + self.flush_rows]):
+                    return  # store went down again; the file stays for the next try
+            path.unlink()
+            self.counters.replayed += len(records)
+            log.info("prediction log: replayed %d spilled records from %s", len(records), path.name)
+
+
+def _redact(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+class PredictionReader:
+    """Read access to the prediction log, for monitoring."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_store_engine(url)
+
+    def read(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        last: int | None = None,
+        model_version: str | None = None,
+    ) -> pd.DataFrame:
+        """Predictions (newest window first selected, returned oldest first), with the
+        feedback label joined as ``true_label`` where one was given."""
+        query = sa.select(*PREDICTIONS.c, FEEDBACK.c.label.label("true_label")).select_from(
+            PREDICTIONS.outerjoin(FEEDBACK, PREDICTIONS.c.request_id == FEEDBACK.c.request_id)
+        )
+        if since is not None:
+            query = query.where(PREDICTIONS.c.created_at >= since)
+        if until is not None:
+            query = query.where(PREDICTIONS.c.created_at < until)
+        if model_version is not None:
+            query = query.where(PREDICTIONS.c.model_version == model_version)
+        query = query.order_by(PREDICTIONS.c.created_at.desc())
+        if last is not None:
+            query = query.limit(last)
+        with self.engine.connect() as conn:
+            frame = pd.DataFrame(conn.execute(query).mappings().all())
+        if frame.empty:
+            return pd.DataFrame(columns=[*PREDICTIONS.c.keys(), "true_label"])
+        frame["probabilities"] = frame["probabilities"].map(json.loads)
+        return frame.iloc[::-1].reset_index(drop=True)

@@ -1,0 +1,61 @@
+"""Settings of the serving part: one typed object, environment prefix ``EMOTITRACK_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.settings import DEFAULT_MODEL_NAME
+
+
+class ServingSettings(BaseSettings):
+    """Every field can be set as ``EMOTITRACK_<FIELD>``; the tracking URI also honours
+    ``MLFLOW_TRACKING_URI``."""
+
+    model_config = SettingsConfigDict(env_prefix="EMOTITRACK_", extra="ignore")
+
+    model_uri: str = Field(
+        f"models:/{DEFAULT_MODEL_NAME}@production",
+        description="Model to serve: models:/NAME@alias, models:/NAME/Stage, models:/NAME/N, "
+        "runs:/RUN/model or a local path. Aliases and stages are followed live.",
+    )
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "EMOTITRACK_TRACKING_URI"),
+        description="MLflow tracking/registry URI.",
+    )
+    poll_interval_s: float = Field(
+        30.0, gt=0, description="How often the registry is asked whether Production moved."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for /admin/*; the admin endpoints are off without it."
+    )
+    max_text_chars: int = Field(20_000, gt=0, description="Longest text accepted.")
+    max_batch_texts: int = Field(1_000, gt=0, description="Most texts in one batch request.")
+    max_body_bytes: int = Field(
+        25_000_000, gt=0, description="Largest request body; larger ones get 413 before parsing."
+    )
+    batch_window_ms: float = Field(
+        2.0,
+        ge=0,
+        description="How long concurrent single requests may wait to share one model call.",
+    )
+    max_model_batch: int = Field(256, gt=0, description="Most texts in one model call.")
+    prediction_log_url: str = Field(
+        "sqlite:///predictions.db",
+        description="Prediction log store (SQLAlchemy URL): SQLite embedded, PostgreSQL for "
+        "several replicas.",
+    )
+    spill_dir: Path = Field(
+        Path("prediction-spill"),
+        description="Where records wait on disk while the prediction log store is unreachable.",
+    )
+    log_flush_interval_s: float = Field(
+        0.5, gt=0, description="Longest time a record waits in memory before being written."
+    )
+    log_flush_rows: int = Field(500, gt=0, description="Records written per batch.")
+    log_buffer_rows: int = Field(
+        50_000, gt=0, description="Records held in memory before they spill to disk."
+    )

@@ -1,0 +1,243 @@
+"""The API over real HTTP: uvicorn serving a model registered by the real training code."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from serving.prediction_log import PredictionReader
+from tests.integration.conftest import Registry, make_registry, start_api
+from tests.servers import ApiServer
+from training.train import TrainingResult
+
+pytestmark = pytest.mark.integration
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def registry(imdb_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return make_registry(imdb_sample, tmp_path_factory.mktemp("serving-api"))
+
+
+@pytest.fixture(scope="module")
+def api(registry: Registry) -> Iterator[ApiServer]:
+    """One server for the module: limits made small so the tests can cross them cheaply."""
+    server = start_api(
+        registry.tracking_uri,
+        registry.workdir,
+        max_text_chars="200",
+        max_batch_texts="5",
+        max_body_bytes="20000",
+        admin_token="s3cret",
+        log_flush_interval_s="0.1",
+    )
+    yield server
+    assert server.terminate() == 0
+
+
+@pytest.fixture
+def promoted(registry: Registry) -> TrainingResult:
+    return registry.first
+
+
+def logged(registry: Registry, request_ids: set[str], timeout: float = 10) -> pd.DataFrame:
+    """The prediction log's rows for ``request_ids``, once all are written."""
+    reader = PredictionReader(f"sqlite:///{registry.workdir / 'predictions.db'}")
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = reader.read()
+        rows = rows[rows["request_id"].isin(request_ids)]
+        if len(rows) == len(request_ids) or time.monotonic() > deadline:
+            return rows.set_index("request_id")
+        time.sleep(0.1)
+
+
+def test_info_health_ready_and_model(api: ApiServer, promoted: TrainingResult) -> None:
+    with httpx.Client(base_url=api.url) as client:
+        assert client.get("/").json()["model_uri"] == "models:/emotitrack-sentiment@production"
+        assert client.get("/health").json() == {"status": "ok"}
+        ready = client.get("/ready")
+        assert ready.status_code == 200 and ready.json()["model_version"] == "1"
+        model = client.get("/model").json()
+        assert (model["version"], model["run_id"], model["reference"]) == (
+            "1",
+            promoted.run_id,
+            "alias production",
+        )
+        assert model["classes"] == ["negative", "positive"]
+        assert model["metrics"]["test_accuracy"] == pytest.approx(promoted.metrics["test_accuracy"])
+
+
+def test_predict_and_batch(api: ApiServer, registry: Registry) -> None:
+    with httpx.Client(base_url=api.url) as client:
+        one = client.post("/predict", json={"text": "A wonderful, moving film."}).json()
+        assert one["sentiment"] == "positive" and one["model_version"] == "1"
+        assert one["confidence"] == max(one["probabilities"].values())
+        assert sum(one["probabilities"].values()) == pytest.approx(1.0)
+        texts = ["Awful, boring film.", "Loved it!", "Terrible acting.", "Brilliant and funny."]
+        batch = client.post("/predict/batch", json={"texts": texts}).json()
+        assert [p["sentiment"] for p in batch["predictions"]] == [
+            "negative",
+            "positive",
+            "negative",
+            "positive",
+        ]
+        assert len({p["request_id"] for p in batch["predictions"]}) == 4
+    ids = {one["request_id"]} | {p["request_id"] for p in batch["predictions"]}
+    rows = logged(registry, ids)
+    assert len(rows) == 5
+    row = rows.loc[one["request_id"]]
+    assert row["text"] == "A wonderful, moving film." and row["label"] == "positive"
+    assert row["model_name"] == "emotitrack-sentiment" and row["model_version"] == "1"
+    assert row["probabilities"] == pytest.approx(one["probabilities"]) and row["latency_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (
+            '{"dataframe_split": {"columns": ["text"], "data": [["Loved it!"], ["Awful."]]}}',
+            "application/json",
+        ),
+        ('{"dataframe_records": [{"text": "Loved it!"}, {"text": "Awful."}]}', "application/json"),
+        ('{"instances": ["Loved it!", "Awful."]}', "application/json"),
+        ('{"inputs": {"text": ["Loved it!", "Awful."]}, "params": {}}', "application/json"),
+        ("text\nLoved it!\nAwful.\n", "text/csv"),
+    ],
+)
+def test_invocations_accepts_mlflow_payloads(api: ApiServer, body: str, content_type: str) -> None:
+    response = httpx.post(
+        f"{api.url}/invocations", content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 200, response.text
+    rows = response.json()["predictions"]
+    assert [r["label"] for r in rows] == ["positive", "negative"]
+    assert set(rows[0]) == {"label", "confidence", "prob_negative", "prob_positive"}
+
+
+def test_feedback(api: ApiServer, registry: Registry) -> None:
+    with httpx.Client(base_url=api.url) as client:
+        request_id = client.post("/predict", json={"text": "Loved it!"}).json()["request_id"]
+        stored = client.post("/feedback", json={"request_id": request_id, "label": "negative"})
+        assert stored.status_code == 200
+        again = client.post("/feedback", json={"request_id": request_id, "label": "positive"})
+        assert again.status_code == 409 and "already" in again.json()["detail"]
+        unknown = client.post("/feedback", json={"request_id": "no-such-id", "label": "positive"})
+        assert unknown.status_code == 404 and "no-such-id" in unknown.json()["detail"]
+        bad_label = client.post("/feedback", json={"request_id": request_id, "label": "meh"})
+        assert (
+            bad_label.status_code == 422
+            and "['negative', 'positive']" in bad_label.json()["detail"]
+        )
+    assert logged(registry, {request_id}).loc[request_id, "true_label"] == "negative"
+
+
+BAD_INPUTS = [
+    ("/predict", b'{"text": ""}', JSON, 422, "empty"),
+    ("/predict", b'{"text": "   \\n\\t"}', JSON, 422, "empty or whitespace"),
+    ("/predict", b'{"text": "' + b"a" * 201 + b'"}', JSON, 422, "201 characters; the limit is 200"),
+    ("/predict", b'{"text": 42}', JSON, 422, "body.text: Input should be a valid string"),
+    ("/predict", b'{"text": null}', JSON, 422, "body.text"),
+    ("/predict", b'{"text": ["a"]}', JSON, 422, "body.text"),
+    ("/predict", b'{"txt": "a"}', JSON, 422, "body.text: Field required"),
+    ("/predict", b'{"text": "a"', JSON, 400, "not valid JSON"),
+    ("/predict", b"\xff\xfe", JSON, 400, "not valid JSON"),
+    (
+        "/predict",
+        b"text=hello",
+        {"content-type": "application/x-www-form-urlencoded"},
+        415,
+        "Content-Type: application/json",
+    ),
+    ("/predict", b'{"text": "' + b"a" * 30_000 + b'"}', JSON, 413, "over 20000 bytes"),
+    ("/predict/batch", b'{"texts": []}', JSON, 422, "body.texts"),
+    (
+        "/predict/batch",
+        b'{"texts": ["a", "b", "c", "d", "e", "f"]}',
+        JSON,
+        422,
+        "at most 5 per request",
+    ),
+    ("/predict/batch", b'{"texts": ["fine", 3]}', JSON, 422, "body.texts.1"),
+    ("/invocations", b'{"rows": ["a"]}', JSON, 400, "expected exactly one of"),
+    ("/invocations", b'{"instances": [1, 2]}', JSON, 400, "row 0: expected a text string"),
+    ("/invocations", b"not json", JSON, 400, "not valid JSON"),
+    ("/invocations", b'{"instances": [""]}', JSON, 422, "empty"),
+    ("/feedback", b'{"request_id": 5, "label": "positive"}', JSON, 422, "body.request_id"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "status", "message"), BAD_INPUTS)
+def test_bad_input_gets_a_4xx_that_says_what_to_fix(
+    api: ApiServer, path: str, body: bytes, headers: dict[str, str], status: int, message: str
+) -> None:
+    response = httpx.post(f"{api.url}{path}", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert httpx.get(f"{api.url}/ready").status_code == 200
+
+
+def test_admin_reload_needs_the_token(api: ApiServer) -> None:
+    assert httpx.post(f"{api.url}/admin/reload").status_code == 401
+    wrong = httpx.post(f"{api.url}/admin/reload", headers={"authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    ok = httpx.post(f"{api.url}/admin/reload", headers={"authorization": "Bearer s3cret"})
+    assert ok.json() == {"outcome": "unchanged", "model_version": "1"}
+
+
+def test_admin_is_off_without_a_token(registry: Registry, tmp_path: Path) -> None:
+    api = start_api(registry.tracking_uri, tmp_path)
+    response = httpx.post(f"{api.url}/admin/reload", headers={"authorization": "Bearer anything"})
+    assert response.status_code == 404 and "EMOTITRACK_ADMIN_TOKEN" in response.json()["detail"]
+    api.terminate()
+
+
+def scrape(api: ApiServer) -> dict[str, float]:
+    text = httpx.get(f"{api.url}/metrics", follow_redirects=True).text
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_metrics_count_requests_predictions_and_log(api: ApiServer) -> None:
+    before = scrape(api)
+    with httpx.Client(base_url=api.url) as client:
+        client.post("/predict", json={"text": "Loved it!"})
+        client.post("/predict/batch", json={"texts": ["Awful.", "Dreadful.", "Great!"]})
+        client.post("/predict", json={"text": ""})
+    time.sleep(0.5)  # one flush of the prediction log
+    after = scrape(api)
+    samples = {k: v - before.get(k, 0) for k, v in after.items()}
+    assert (
+        samples['emotitrack_http_requests_total{method="POST",route="/predict",status="200"}'] == 1
+    )
+    assert (
+        samples['emotitrack_http_requests_total{method="POST",route="/predict",status="422"}'] == 1
+    )
+    assert samples['emotitrack_predictions_total{label="positive",model_version="1"}'] == 2
+    assert samples['emotitrack_predictions_total{label="negative",model_version="1"}'] == 2
+    assert samples["emotitrack_prediction_confidence_count"] == 4
+    assert samples["emotitrack_prediction_log_queued_total"] == 4
+    assert samples["emotitrack_prediction_log_written_total"] == 4
+    assert after["emotitrack_prediction_log_dropped_total"] == 0
+    assert after['emotitrack_model_version{model_name="emotitrack-sentiment"}'] == 1
+    assert after['emotitrack_model_reloads_total{outcome="loaded"}'] == 1
+    assert after["emotitrack_prediction_log_store_up"] == 1
+    assert (
+        'emotitrack_http_request_duration_seconds_bucket{le="0.1",method="POST",route="/predict",status="200"}'
+        in after
+    )
+
+
+def test_openapi_documents_every_error_code(api: ApiServer) -> None:
+    spec = httpx.get(f"{api.url}/openapi.json").json()
+    predict = spec["paths"]["/predict"]["post"]["responses"]
+    assert {"200", "400", "413", "415", "422", "503"} <= set(predict)
+    assert {"404", "409"} <= set(spec["paths"]["/feedback"]["post"]["responses"])
