@@ -205,6 +205,7 @@ def require_admin(
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
+    _log_to_stderr()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -243,6 +244,16 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, routes=routes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _log_to_stderr() -> None:
+    """Our INFO lines (model loaded, store up/down) next to uvicorn's; runs in every worker."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def _add_routes(app: FastAPI) -> None:

@@ -14,7 +14,9 @@ class ServingSettings(BaseSettings):
     """Every field can be set as ``EMOTITRACK_<FIELD>``; the tracking URI also honours
     ``MLFLOW_TRACKING_URI``."""
 
-    model_config = SettingsConfigDict(env_prefix="EMOTITRACK_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="EMOTITRACK_", extra="ignore", validate_by_name=True
+    )
 
     model_uri: str = Field(
         f"models:/{DEFAULT_MODEL_NAME}@production",

@@ -17,7 +17,9 @@ class TrainingSettings(BaseSettings):
     also honours MLflow's own ``MLFLOW_TRACKING_URI``. CLI options override settings per run.
     """
 
-    model_config = SettingsConfigDict(env_prefix="EMOTITRACK_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="EMOTITRACK_", extra="ignore", validate_by_name=True
+    )
 
     data: Path = Field(
         Path("../shared/data/imdb"),

@@ -47,8 +47,15 @@ def promoted(settings: TrainingSettings) -> TrainingResult:
     return result
 
 
-def start_api(tracking_uri: str, workdir: Path, workers: int = 1, **settings: str) -> ApiServer:
+def start_api(
+    tracking_uri: str,
+    workdir: Path,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    **settings: str,
+) -> ApiServer:
     env = {
+        **(extra_env or {}),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "EMOTITRACK_PREDICTION_LOG_URL": f"sqlite:///{workdir / 'predictions.db'}",
         "EMOTITRACK_SPILL_DIR": str(workdir / "spill"),
@@ -63,8 +70,10 @@ def api_factory(tmp_path: Path, tracking_uri: str) -> Iterator[Callable[..., Api
     """Start API servers on this test's registry; each is stopped (SIGTERM) at the end."""
     started: list[ApiServer] = []
 
-    def start(workers: int = 1, **settings: str) -> ApiServer:
-        server = start_api(tracking_uri, tmp_path, workers, **settings)
+    def start(
+        workers: int = 1, extra_env: dict[str, str] | None = None, **settings: str
+    ) -> ApiServer:
+        server = start_api(tracking_uri, tmp_path, workers, extra_env, **settings)
         started.append(server)
         return server
 

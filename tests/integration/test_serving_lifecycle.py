@@ -1,0 +1,257 @@
+"""The server over time: no model yet, promotions under traffic, outages, shutdown, workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.prediction_log import PredictionReader
+from tests.servers import ApiServer, mlflow_server, postgres_cluster
+from training.model import Hyperparameters
+from training.registry import promote
+from training.settings import TrainingSettings
+from training.train import train
+
+pytestmark = pytest.mark.integration
+TOKEN = {"authorization": "Bearer s3cret"}
+SMALL = Hyperparameters(max_features=5_000)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def scrape(api: ApiServer) -> dict[str, float]:
+    text = httpx.get(f"{api.url}/metrics", follow_redirects=True).text
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+class Traffic:
+    """Clients sending /predict until stopped; every response is kept."""
+
+    def __init__(self, url: str, clients: int = 2) -> None:
+        self.url = url
+        self.statuses: Counter[int] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.request_ids: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._send, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _send(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            i = 0
+            while not self._stop.is_set():
+                i += 1
+                response = client.post(
+                    "/predict", json={"text": f"review {i}: loved it, great cast"}
+                )
+                with self._lock:
+                    self.statuses[response.status_code] += 1
+                    if response.status_code == 200:
+                        body = response.json()
+                        self.versions[body["model_version"]] += 1
+                        self.request_ids.append(body["request_id"])
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values())
+
+
+def test_starts_without_a_model_and_picks_it_up_once_promoted(
+    settings: TrainingSettings, api_factory: Callable[..., ApiServer]
+) -> None:
+    api = api_factory(poll_interval_s="0.5")
+    ready = httpx.get(f"{api.url}/ready")
+    assert ready.status_code == 503
+    assert "does not name a model version yet" in ready.json()["reason"]
+    refused = httpx.post(f"{api.url}/predict", json={"text": "hello"})
+    assert refused.status_code == 503 and "promote a version" in refused.json()["detail"]
+    result = train(settings, SMALL)
+    promote(settings, result.version)
+    wait_until(
+        lambda: httpx.get(f"{api.url}/ready").status_code == 200, what="the poller to load v1"
+    )
+    assert httpx.post(f"{api.url}/predict", json={"text": "hello"}).json()["model_version"] == "1"
+
+
+def test_promotion_under_traffic_swaps_without_a_failed_request(
+    settings: TrainingSettings, api_factory: Callable[..., ApiServer]
+) -> None:
+    first = train(settings, SMALL)
+    promote(settings, first.version)
+    api = api_factory(admin_token="s3cret", log_flush_interval_s="0.2")
+    with Traffic(api.url) as traffic:
+        wait_until(lambda: traffic.total > 50, what="traffic")
+        second = train(settings, Hyperparameters(max_features=20_000))
+        promote(settings, second.version)
+        assert httpx.post(f"{api.url}/admin/reload", headers=TOKEN).json()["outcome"] == "loaded"
+        seen = traffic.total
+        wait_until(lambda: traffic.total > seen + 50, what="traffic after the swap")
+    assert set(traffic.statuses) == {200}, traffic.statuses
+    assert set(traffic.versions) == {"1", "2"}
+    assert httpx.get(f"{api.url}/model").json()["version"] == "2"
+    assert api.terminate() == 0
+    # every acknowledged prediction is in the log, once
+    logged = PredictionReader(f"sqlite:///{Path.cwd() / 'predictions.db'}").read()
+    assert sorted(logged["request_id"]) == sorted(traffic.request_ids)
+
+
+def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(
+    settings: TrainingSettings, api_factory: Callable[..., ApiServer], tmp_path: Path
+) -> None:
+    first = train(settings, SMALL)
+    promote(settings, first.version)
+    api = api_factory(admin_token="s3cret")
+    broken = train(settings, SMALL)
+    for artifact in tmp_path.glob("mlruns/**/pipeline.joblib"):
+        if broken.run_id in str(artifact) or artifact.stat().st_mtime > time.time() - 30:
+            artifact.write_bytes(b"corrupt")
+    promote(settings, broken.version)
+    reload = httpx.post(f"{api.url}/admin/reload", headers=TOKEN).json()
+    assert reload == {"outcome": "load_failed", "model_version": "1"}
+    ready = httpx.get(f"{api.url}/ready").json()
+    assert (
+        ready["ready"]
+        and "loading models:/emotitrack-sentiment/2 failed" in ready["registry_error"]
+    )
+    assert httpx.post(f"{api.url}/predict", json={"text": "great"}).json()["model_version"] == "1"
+    assert scrape(api)['emotitrack_model_reloads_total{outcome="load_failed"}'] == 1
+
+
+def test_registry_outage_keeps_the_current_model_serving(
+    imdb_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with mlflow_server(
+        f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "mlflow.log"
+    ) as uri:
+        remote = TrainingSettings(
+            data=imdb_sample, tracking_uri=uri, min_rows=50, reference_size=100
+        )
+        promote(remote, train(remote, SMALL).version)
+        api = ApiServer(
+            {
+                "MLFLOW_TRACKING_URI": uri,
+                "EMOTITRACK_ADMIN_TOKEN": "s3cret",
+                "EMOTITRACK_PREDICTION_LOG_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+                "EMOTITRACK_SPILL_DIR": str(tmp_path / "spill"),
+            },
+            tmp_path,
+        )
+        wait_until(lambda: httpx.get(f"{api.url}/ready").status_code == 200, what="the model")
+    try:  # the tracking server is gone now
+        reload = httpx.post(f"{api.url}/admin/reload", headers=TOKEN, timeout=120).json()
+        assert reload == {"outcome": "registry_unreachable", "model_version": "1"}
+        ready = httpx.get(f"{api.url}/ready")
+        assert ready.status_code == 200
+        assert (
+            ready.json()["registry_reachable"] is False
+            and "registry unreachable" in ready.json()["registry_error"]
+        )
+        assert httpx.post(f"{api.url}/predict", json={"text": "great"}).status_code == 200
+        assert scrape(api)['emotitrack_model_reloads_total{outcome="registry_unreachable"}'] == 1
+        assert "model registry check failed" in api.output()
+    finally:
+        assert api.terminate() == 0
+
+
+def test_sigterm_flushes_every_acknowledged_prediction(
+    settings: TrainingSettings, api_factory: Callable[..., ApiServer], tmp_path: Path
+) -> None:
+    promote(settings, train(settings, SMALL).version)
+    api = api_factory(
+        log_flush_interval_s="600", log_flush_rows="100000"
+    )  # nothing flushes by itself
+    with httpx.Client(base_url=api.url) as client:
+        ids = [
+            client.post("/predict", json={"text": f"text {i}"}).json()["request_id"]
+            for i in range(60)
+        ]
+        batch = client.post("/predict/batch", json={"texts": ["a", "b", "c"]}).json()
+    ids += [p["request_id"] for p in batch["predictions"]]
+    assert api.terminate() == 0
+    logged = PredictionReader(f"sqlite:///{tmp_path / 'predictions.db'}").read()
+    assert sorted(logged["request_id"]) == sorted(ids)
+    assert "prediction log closed: 63 written, 0 spilled, 0 dropped" in api.output()
+
+
+@pytest.fixture
+def postgres_log() -> Iterator[object]:
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+def test_postgres_prediction_log_outage_spills_and_replays(
+    settings: TrainingSettings, api_factory: Callable[..., ApiServer], postgres_log: object
+) -> None:
+    cluster = postgres_log
+    promote(settings, train(settings, SMALL).version)
+    api = api_factory(prediction_log_url=cluster.url, log_flush_interval_s="0.2")  # type: ignore[attr-defined]
+    with Traffic(api.url) as traffic:
+        wait_until(lambda: traffic.total > 30, what="traffic")
+        cluster.stop()  # type: ignore[attr-defined]
+        seen = traffic.total
+        wait_until(
+            lambda: scrape(api).get("emotitrack_prediction_log_spilled_total", 0) > 0,
+            what="a spill",
+        )
+        wait_until(lambda: traffic.total > seen + 50, what="traffic during the outage")
+        assert httpx.get(f"{api.url}/ready").json()["prediction_log_store_up"] is False
+        cluster.start()  # type: ignore[attr-defined]
+        wait_until(
+            lambda: scrape(api).get("emotitrack_prediction_log_store_up") == 1,
+            what="the store back",
+        )
+        seen = traffic.total
+        wait_until(lambda: traffic.total > seen + 30, what="traffic after the outage")
+    assert set(traffic.statuses) == {200}, traffic.statuses
+    assert api.terminate() == 0
+    metrics_replayed = list(Path.cwd().glob("spill/spill-*.jsonl"))
+    assert metrics_replayed == []  # everything spilled was replayed
+    logged = PredictionReader(cluster.url).read()  # type: ignore[attr-defined]
+    assert sorted(logged["request_id"]) == sorted(traffic.request_ids)
+
+
+def test_metrics_add_up_across_workers(
+    settings: TrainingSettings, api_factory: Callable[..., ApiServer], tmp_path: Path
+) -> None:
+    promote(settings, train(settings, SMALL).version)
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    api = api_factory(workers=2, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
+    for i in range(40):  # a new connection each: the workers share the listening socket
+        assert httpx.post(f"{api.url}/predict", json={"text": f"great film {i}"}).status_code == 200
+    pids = {path.stem.rsplit("_", 1)[-1] for path in multiproc.glob("*.db")}
+    assert len(pids) == 2, pids
+    for _ in range(5):  # whichever worker answers the scrape, the totals are the same
+        samples = scrape(api)
+        assert samples['emotitrack_predictions_total{label="positive",model_version="1"}'] == 40
+        assert (
+            samples['emotitrack_http_requests_total{method="POST",route="/predict",status="200"}']
+            == 40
+        )

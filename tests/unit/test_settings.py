@@ -1,0 +1,33 @@
+"""Settings: environment prefix, MLflow's own variable, and keyword construction."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.settings import ServingSettings
+from training.settings import TrainingSettings
+
+
+@pytest.mark.parametrize("settings_class", [TrainingSettings, ServingSettings])
+def test_tracking_uri_from_mlflow_variable_or_keyword(
+    settings_class: type[TrainingSettings] | type[ServingSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    assert settings_class().tracking_uri == "http://tracking:5000"
+    # a keyword wins over the environment (tests and scripts build settings this way)
+    assert settings_class(tracking_uri="sqlite:///x.db").tracking_uri == "sqlite:///x.db"
+
+
+def test_prefixed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOTITRACK_MODEL_URI", "models:/other/3")
+    monkeypatch.setenv("EMOTITRACK_MAX_BATCH_TEXTS", "10")
+    monkeypatch.setenv("EMOTITRACK_ADMIN_TOKEN", "t0ken")
+    settings = ServingSettings()
+    assert (settings.model_uri, settings.max_batch_texts) == ("models:/other/3", 10)
+    assert settings.admin_token is not None and "t0ken" not in repr(settings)
+
+
+def test_invalid_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOTITRACK_VALIDATION_FRACTION", "0.9")
+    with pytest.raises(ValueError, match="validation_fraction"):
+        TrainingSettings()
