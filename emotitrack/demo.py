@@ -1,19 +1,28 @@
-"""The main job, end to end on embedded defaults: train, register, promote, show the MLflow UI."""
+"""The main job, end to end on embedded defaults: train, register, promote, serve, send traffic,
+and leave the MLflow UI and the API running for a person to look at."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
+import pandas as pd
+
+from serving.settings import ServingSettings
 from training.model import Hyperparameters
 from training.progress import log, step
 from training.registry import promote
 from training.settings import TrainingSettings
 from training.train import train
+
+DEMO_TRAFFIC = 200  # held-out reviews sent to the API, so the prediction log holds real traffic
 
 
 def run_demo(settings: TrainingSettings, *, ui: bool, host: str, port: int) -> int:
@@ -21,48 +30,102 @@ def run_demo(settings: TrainingSettings, *, ui: bool, host: str, port: int) -> i
     done = promote(settings, result.version, gate=True, reason="emotitrack demo")
     print(
         f"run {result.run_id}: test accuracy {result.metrics['test_accuracy']:.4f}; "
-        f"models:/{done.name}@production -> version {done.version}"
+        f"models:/{done.name}@production -> version {done.version}",
+        flush=True,
     )
-    if not ui:
-        return 0
-    port = _free_port(host, port)
-    url = f"http://{host}:{port}"
-    server = _start_mlflow_ui(settings.tracking_uri, host, port)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri}
+    api_port = _free_port(host, 8000)
+    api_url = f"http://{host}:{api_port}"
+    api = _start([sys.executable, "-m", "serving", "--host", host, "--port", str(api_port)], env)
+    processes = [api]
     try:
-        with step(f"starting the MLflow UI at {url}"):
-            _wait_until_healthy(url, server)
-        print(f"MLflow UI: {url}/#/models/{done.name}  (Ctrl-C to stop)", flush=True)
-        server.wait()
+        with step(f"starting the API at {api_url}"):
+            _wait_until_ok(f"{api_url}/ready", api)
+        with step(f"sending {DEMO_TRAFFIC} held-out reviews to {api_url}/predict/batch"):
+            summary = _send_traffic(api_url, settings)
+        print(
+            f"API: {api_url}/docs  ({summary}; log: {ServingSettings().prediction_log_url})",
+            flush=True,
+        )
+        if not ui:
+            return 0
+        ui_port = _free_port(host, port)
+        ui_url = f"http://{host}:{ui_port}"
+        processes.append(_start(_mlflow_ui_command(settings.tracking_uri, host, ui_port), env))
+        with step(f"starting the MLflow UI at {ui_url}"):
+            _wait_until_ok(f"{ui_url}/health", processes[-1])
+        print(f"MLflow UI: {ui_url}/#/models/{done.name}  (Ctrl-C to stop)", flush=True)
+        processes[-1].wait()
     except KeyboardInterrupt:
-        log.info("stopping the MLflow UI")
+        log.info("stopping")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for process in processes:
+            _stop(process)
     return 0
 
 
-def _start_mlflow_ui(tracking_uri: str, host: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # 2 processes, not 15
-    command = [
+def _send_traffic(api_url: str, settings: TrainingSettings) -> str:
+    test_file = sorted(Path(settings.data).glob("test.*")) if Path(settings.data).is_dir() else []
+    if test_file:
+        texts = (
+            pd.read_parquet(test_file[0])
+            if test_file[0].suffix == ".parquet"
+            else pd.read_csv(test_file[0])
+        )
+        sample = texts[settings.text_column].sample(
+            n=min(DEMO_TRAFFIC, len(texts)), random_state=settings.seed
+        )
+        batch = [str(t) for t in sample]
+    else:
+        batch = ["A wonderful film.", "A dreadful film."] * (DEMO_TRAFFIC // 2)
+    request = urllib.request.Request(  # noqa: S310 - our own loopback API
+        f"{api_url}/predict/batch",
+        data=json.dumps({"texts": batch}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - our loopback API
+        predictions = json.loads(response.read())["predictions"]
+    shares = pd.Series([p["sentiment"] for p in predictions]).value_counts(normalize=True).round(2)
+    return f"{len(predictions)} predictions, " + ", ".join(
+        f"{k} {v:.0%}" for k, v in shares.items()
+    )
+
+
+def _mlflow_ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
+    return [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", tracking_uri,
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    return subprocess.Popen(command, env=env)  # noqa: S603 - fixed command, our own interpreter
 
 
-def _wait_until_healthy(url: str, server: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # MLflow server: 2 processes instead of 15 without its job runner.
+    env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return subprocess.Popen(command, env=env)  # noqa: S603 - fixed commands, our own interpreter
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)  # the API flushes its prediction log on SIGTERM
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with code {server.returncode}")
+        if process.poll() is not None:
+            raise RuntimeError(f"the process for {url} exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL
                 if response.status == 200:
                     return
         except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"mlflow server at {url} not healthy after {timeout:.0f} s")
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
 
 
 def _free_port(host: str, preferred: int) -> int:

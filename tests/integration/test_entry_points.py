@@ -14,6 +14,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from serving.prediction_log import PredictionReader
 from tests.conftest import REPO
 from tests.servers import free_port
 
@@ -53,6 +54,9 @@ def test_demo_non_interactive(imdb_sample: Path, tracking_uri: str, tmp_path: Pa
     env = {**os.environ, "EMOTITRACK_DATA": str(imdb_sample)}
     done = run_ok([sys.executable, "-m", "emotitrack", "demo", "--no-ui"], tmp_path, env)
     assert "models:/emotitrack-sentiment@production -> version 1" in done.stdout
+    assert "API: http://127.0.0.1:" in done.stdout and "200 predictions, " in done.stdout
+    logged = PredictionReader(f"sqlite:///{tmp_path / 'predictions.db'}").read()
+    assert len(logged) == 200 and set(logged["model_version"]) == {"1"}  # flushed on SIGTERM
     again = run_ok([sys.executable, "-m", "emotitrack", "demo", "--no-ui"], tmp_path, env)
     assert "-> version 2" in again.stdout  # same data, same seed: the gate lets it through
 
