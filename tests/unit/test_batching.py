@@ -1,0 +1,72 @@
+"""Micro-batching: concurrent requests share model calls and each gets its own rows back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from serving.batching import MicroBatcher
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
+    calls: list[int] = []
+
+    def score(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        values = np.array([float(t) for t in texts])
+        return np.column_stack([values, -values])
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = MicroBatcher(window_ms=5, max_batch=64)
+        batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.score(score, [str(i), str(i + 0.5)]) for i in range(40))
+            )
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(scenario())
+    for i, rows in enumerate(results):
+        assert rows[:, 0].tolist() == [i, i + 0.5]
+    assert sum(calls) == 80 and len(calls) < 40  # shared calls, nothing scored twice
+    assert max(calls) <= 64 + 2
+
+
+def test_a_failing_model_fails_only_its_requests() -> None:
+    def broken(texts: list[str]) -> np.ndarray:
+        raise RuntimeError("model exploded")
+
+    def fine(texts: list[str]) -> np.ndarray:
+        return np.ones((len(texts), 2))
+
+    async def scenario() -> tuple[object, object]:
+        batcher = MicroBatcher(window_ms=5, max_batch=64)
+        batcher.start()
+        try:
+            return tuple(
+                await asyncio.gather(
+                    batcher.score(broken, ["a"]), batcher.score(fine, ["b"]), return_exceptions=True
+                )
+            )  # type: ignore[return-value]
+        finally:
+            await batcher.stop()
+
+    failed, ok = asyncio.run(scenario())
+    assert isinstance(failed, RuntimeError) and str(failed) == "model exploded"
+    assert isinstance(ok, np.ndarray) and ok.shape == (1, 2)
+
+
+def test_large_requests_go_straight_to_the_model() -> None:
+    async def scenario() -> np.ndarray:
+        batcher = MicroBatcher(window_ms=1000, max_batch=4)
+        batcher.start()
+        try:
+            return await asyncio.wait_for(
+                batcher.score(lambda t: np.zeros((len(t), 2)), ["x"] * 10), timeout=0.5
+            )
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()).shape == (10, 2)
