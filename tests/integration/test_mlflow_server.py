@@ -27,7 +27,7 @@ def server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("mlflow-server")
     with (
         postgres_cluster() as database,
-        mlflow_server(database, work / "artifacts", work / "server.log") as url,
+        mlflow_server(database.url, work / "artifacts", work / "server.log") as url,
     ):
         yield url
 
