@@ -163,3 +163,13 @@ class ApiServer:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def scrape(self) -> dict[str, float]:
+        """``/metrics`` as {series: value}."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:  # noqa: S310
+            text = response.read().decode()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }

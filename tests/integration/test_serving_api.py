@@ -197,23 +197,14 @@ def test_admin_is_off_without_a_token(registry: Registry, tmp_path: Path) -> Non
     api.terminate()
 
 
-def scrape(api: ApiServer) -> dict[str, float]:
-    text = httpx.get(f"{api.url}/metrics", follow_redirects=True).text
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
-
-
 def test_metrics_count_requests_predictions_and_log(api: ApiServer) -> None:
-    before = scrape(api)
+    before = api.scrape()
     with httpx.Client(base_url=api.url) as client:
         client.post("/predict", json={"text": "Loved it!"})
         client.post("/predict/batch", json={"texts": ["Awful.", "Dreadful.", "Great!"]})
         client.post("/predict", json={"text": ""})
     time.sleep(0.5)  # one flush of the prediction log
-    after = scrape(api)
+    after = api.scrape()
     samples = {k: v - before.get(k, 0) for k, v in after.items()}
     assert (
         samples['emotitrack_http_requests_total{method="POST",route="/predict",status="200"}'] == 1

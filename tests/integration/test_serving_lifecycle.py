@@ -7,9 +7,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
+import mlflow
 import pytest
+from mlflow import MlflowClient
 
 from serving.prediction_log import PredictionReader
 from tests.servers import ApiServer, mlflow_server, postgres_cluster
@@ -29,15 +32,6 @@ def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
-
-
-def scrape(api: ApiServer) -> dict[str, float]:
-    text = httpx.get(f"{api.url}/metrics", follow_redirects=True).text
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
 
 
 class Traffic:
@@ -122,15 +116,16 @@ def test_promotion_under_traffic_swaps_without_a_failed_request(
 
 
 def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(
-    settings: TrainingSettings, api_factory: Callable[..., ApiServer], tmp_path: Path
+    settings: TrainingSettings, api_factory: Callable[..., ApiServer]
 ) -> None:
     first = train(settings, SMALL)
     promote(settings, first.version)
     api = api_factory(admin_token="s3cret")
     broken = train(settings, SMALL)
-    for artifact in tmp_path.glob("mlruns/**/pipeline.joblib"):
-        if broken.run_id in str(artifact) or artifact.stat().st_mtime > time.time() - 30:
-            artifact.write_bytes(b"corrupt")
+    source = MlflowClient().get_model_version(settings.model_name, broken.version).source
+    model_id = source.removeprefix("models:/")  # MLflow 3: versions point at a logged model
+    artifacts = Path(urlparse(mlflow.get_logged_model(model_id).artifact_location).path)
+    (artifacts / "artifacts" / "pipeline.joblib").write_bytes(b"corrupt")
     promote(settings, broken.version)
     reload = httpx.post(f"{api.url}/admin/reload", headers=TOKEN).json()
     assert reload == {"outcome": "load_failed", "model_version": "1"}
@@ -140,7 +135,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(
         and "loading models:/emotitrack-sentiment/2 failed" in ready["registry_error"]
     )
     assert httpx.post(f"{api.url}/predict", json={"text": "great"}).json()["model_version"] == "1"
-    assert scrape(api)['emotitrack_model_reloads_total{outcome="load_failed"}'] == 1
+    assert api.scrape()['emotitrack_model_reloads_total{outcome="load_failed"}'] == 1
 
 
 def test_registry_outage_keeps_the_current_model_serving(
@@ -174,7 +169,7 @@ def test_registry_outage_keeps_the_current_model_serving(
             and "registry unreachable" in ready.json()["registry_error"]
         )
         assert httpx.post(f"{api.url}/predict", json={"text": "great"}).status_code == 200
-        assert scrape(api)['emotitrack_model_reloads_total{outcome="registry_unreachable"}'] == 1
+        assert api.scrape()['emotitrack_model_reloads_total{outcome="registry_unreachable"}'] == 1
         assert "model registry check failed" in api.output()
     finally:
         assert api.terminate() == 0
@@ -217,14 +212,14 @@ def test_postgres_prediction_log_outage_spills_and_replays(
         cluster.stop()  # type: ignore[attr-defined]
         seen = traffic.total
         wait_until(
-            lambda: scrape(api).get("emotitrack_prediction_log_spilled_total", 0) > 0,
+            lambda: api.scrape().get("emotitrack_prediction_log_spilled_total", 0) > 0,
             what="a spill",
         )
         wait_until(lambda: traffic.total > seen + 50, what="traffic during the outage")
         assert httpx.get(f"{api.url}/ready").json()["prediction_log_store_up"] is False
         cluster.start()  # type: ignore[attr-defined]
         wait_until(
-            lambda: scrape(api).get("emotitrack_prediction_log_store_up") == 1,
+            lambda: api.scrape().get("emotitrack_prediction_log_store_up") == 1,
             what="the store back",
         )
         seen = traffic.total
@@ -249,7 +244,7 @@ def test_metrics_add_up_across_workers(
     pids = {path.stem.rsplit("_", 1)[-1] for path in multiproc.glob("*.db")}
     assert len(pids) == 2, pids
     for _ in range(5):  # whichever worker answers the scrape, the totals are the same
-        samples = scrape(api)
+        samples = api.scrape()
         assert samples['emotitrack_predictions_total{label="positive",model_version="1"}'] == 40
         assert (
             samples['emotitrack_http_requests_total{method="POST",route="/predict",status="200"}']
