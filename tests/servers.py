@@ -151,7 +151,12 @@ class ApiServer:
         self.process = subprocess.Popen(
             command, env={**os.environ, **env}, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT
         )
-        wait_for_http(f"{self.url}/health", self.process, timeout=60, log=self.log)
+        try:
+            wait_for_http(f"{self.url}/health", self.process, timeout=60, log=self.log)
+        except BaseException:
+            self.process.kill()
+            self.process.wait()
+            raise
 
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM and wait: the graceful shutdown users get from their orchestrator."""
