@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from monitoring.cli import add_monitor_command
 from serving.cli import add_serve_command
 from training.cli import add_commands, run_command
 from training.settings import TrainingSettings
@@ -20,6 +21,7 @@ def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(commands, settings)
     add_serve_command(commands)
+    add_monitor_command(commands)
     demo = commands.add_parser(
         "demo",
         help="the main job: train on the default data, register, promote, open the MLflow UI",

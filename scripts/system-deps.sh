@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the real servers the tests start are installed: PostgreSQL 15 (initdb, pg_ctl).
+# Make sure the real tools the tests start are installed: PostgreSQL (initdb, pg_ctl) and a
+# headless Chromium (screenshots of the drift report).
 # Installs them with apt when running as root; otherwise says what to install and fails.
 set -euo pipefail
 
@@ -7,6 +8,7 @@ pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 missing=()
 [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -26,10 +26,12 @@ class Registry:
     workdir: Path
 
 
-def make_registry(imdb_sample: Path, workdir: Path) -> Registry:
+def make_registry(imdb_sample: Path, workdir: Path, reference_size: int = 200) -> Registry:
     """A SQLite registry in ``workdir`` whose version 1, trained by the real code, is Production."""
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    settings = TrainingSettings(data=imdb_sample, tracking_uri=uri, reference_size=200, min_rows=50)
+    settings = TrainingSettings(
+        data=imdb_sample, tracking_uri=uri, reference_size=reference_size, min_rows=50
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)  # local artifacts land under the working folder
         patch.setenv("MLFLOW_TRACKING_URI", uri)

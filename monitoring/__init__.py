@@ -1,0 +1,1 @@
+"""EmotiTrack monitoring: Evidently drift reports of live traffic against the training reference."""

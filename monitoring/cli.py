@@ -1,0 +1,76 @@
+"""``emotitrack monitor``: one drift report. Exit codes a scheduler can use: 0 done (no drift, or
+drift without --fail-on-drift), 3 drift found with --fail-on-drift, 2 cannot run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from monitoring.settings import MonitoringSettings
+
+EXIT_CANNOT_RUN = 2
+EXIT_DRIFT = 3
+
+
+def add_monitor_command(commands: argparse._SubParsersAction) -> None:
+    settings = MonitoringSettings()
+    monitor = commands.add_parser(
+        "monitor",
+        help="drift report: live predictions vs the Production model's training reference",
+        description="Compare a window of the prediction log with the reference sample of the "
+        "model's training run (Evidently), write HTML + JSON, log them to MLflow, update the index.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    monitor.add_argument(
+        "--model-uri", default=settings.model_uri, help="model whose reference is used"
+    )
+    monitor.add_argument(
+        "--window-hours",
+        type=float,
+        default=settings.window_hours,
+        help="current window: last N hours",
+    )
+    monitor.add_argument(
+        "--last", type=int, default=None, help="current window: last N predictions instead"
+    )
+    monitor.add_argument(
+        "--all-versions", action="store_true", help="include traffic of other model versions"
+    )
+    monitor.add_argument(
+        "--min-rows", type=int, default=settings.min_rows, help="fewest current rows"
+    )
+    monitor.add_argument(
+        "--reports-dir", type=Path, default=settings.reports_dir, help="output folder"
+    )
+    monitor.add_argument(
+        "--fail-on-drift", action="store_true", help=f"exit {EXIT_DRIFT} when drift is found"
+    )
+    monitor.set_defaults(handler=_monitor)
+
+
+def _monitor(args: argparse.Namespace, _training_settings: object) -> int:
+    from monitoring.job import MonitoringError, run_monitoring
+
+    settings = MonitoringSettings().model_copy(
+        update={
+            "model_uri": args.model_uri,
+            "window_hours": args.window_hours,
+            "min_rows": args.min_rows,
+            "reports_dir": args.reports_dir,
+        }
+    )
+    try:
+        summary = run_monitoring(settings, last=args.last, all_versions=args.all_versions)
+    except MonitoringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    verdict = "DRIFT" if summary.dataset_drift else "no drift"
+    drifted = [name for name, c in summary.columns.items() if c.drifted]
+    print(
+        f"{verdict}: {summary.drifted_columns} of {len(summary.columns)} columns drifted "
+        f"({', '.join(drifted) or 'none'}); {summary.counts['current']} predictions of "
+        f"{summary.model['name']} v{summary.model['version']}; report {summary.report_html}; "
+        f"index {settings.reports_dir / 'index.html'}; MLflow run {summary.mlflow_run_id}"
+    )
+    return EXIT_DRIFT if summary.dataset_drift and args.fail_on_drift else 0

@@ -1,0 +1,94 @@
+"""The drift verdict: an Evidently 0.7 report over text, descriptors and predictions, and the
+summary (``DriftSummary``) that machines read."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.core.report import Snapshot
+from evidently.presets import DataDriftPreset
+
+from monitoring.descriptors import DESCRIPTOR_COLUMNS
+
+SCHEMA_VERSION = 1
+TEXT_COLUMNS = ["text"]
+NUMERICAL_COLUMNS = [*DESCRIPTOR_COLUMNS, "confidence"]
+CATEGORICAL_COLUMNS = ["predicted_label"]
+MONITORED_COLUMNS = [*TEXT_COLUMNS, *NUMERICAL_COLUMNS, *CATEGORICAL_COLUMNS]
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+@dataclass
+class DriftSummary:
+    """What the JSON summary holds (schema documented in the README; bump SCHEMA_VERSION on change)."""
+
+    generated_at: str
+    window: dict[str, Any]
+    model: dict[str, Any]
+    counts: dict[str, int]
+    dataset_drift: bool
+    drift_share: float
+    drift_share_threshold: float
+    drifted_columns: int
+    columns: dict[str, ColumnDrift]
+    predictions: dict[str, Any]
+    quality: dict[str, Any]
+    report_html: str = ""
+    schema_version: int = SCHEMA_VERSION
+    mlflow_run_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_report(reference: pd.DataFrame, current: pd.DataFrame, drift_share: float) -> Snapshot:
+    """Evidently's data drift preset: domain-classifier text drift on the raw text, statistical
+    tests on descriptors, predicted labels and confidence."""
+    definition = DataDefinition(
+        text_columns=TEXT_COLUMNS,
+        numerical_columns=NUMERICAL_COLUMNS,
+        categorical_columns=CATEGORICAL_COLUMNS,
+    )
+    report = Report([DataDriftPreset(columns=MONITORED_COLUMNS, drift_share=drift_share)])
+    return report.run(
+        reference_data=Dataset.from_pandas(
+            reference[MONITORED_COLUMNS], data_definition=definition
+        ),
+        current_data=Dataset.from_pandas(current[MONITORED_COLUMNS], data_definition=definition),
+    )
+
+
+def column_drifts(snapshot: Snapshot) -> dict[str, ColumnDrift]:
+    """Per-column test, score, threshold and verdict out of the snapshot."""
+    drifts = {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        if not config["type"].endswith("ValueDrift"):
+            continue
+        method, threshold, score = (
+            config["method"],
+            float(config["threshold"]),
+            float(metric["value"]),
+        )
+        # p-values drift when small; distances and classifier scores when large.
+        drifted = score < threshold if "p_value" in method else score >= threshold
+        drifts[config["column"]] = ColumnDrift(method, score, threshold, drifted)
+    return drifts
+
+
+def drifted_share(snapshot: Snapshot) -> tuple[int, float]:
+    for metric in snapshot.dict()["metrics"]:
+        if metric["config"]["type"].endswith("DriftedColumnsCount"):
+            return int(metric["value"]["count"]), float(metric["value"]["share"])
+    raise ValueError("the report has no DriftedColumnsCount metric")

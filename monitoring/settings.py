@@ -1,0 +1,51 @@
+"""Settings of the monitoring part: one typed object, environment prefix ``EMOTITRACK_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.settings import DEFAULT_MODEL_NAME
+
+
+class MonitoringSettings(BaseSettings):
+    """Every field can be set as ``EMOTITRACK_<FIELD>``; the tracking URI also honours
+    ``MLFLOW_TRACKING_URI``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EMOTITRACK_", extra="ignore", validate_by_name=True
+    )
+
+    model_uri: str = Field(
+        f"models:/{DEFAULT_MODEL_NAME}@production",
+        description="Model whose training reference is compared (resolved as serving does).",
+    )
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "EMOTITRACK_TRACKING_URI"),
+        description="MLflow tracking/registry URI.",
+    )
+    prediction_log_url: str = Field(
+        "sqlite:///predictions.db", description="Prediction log written by serving."
+    )
+    window_hours: float = Field(
+        24.0, gt=0, description="Current window: the last N hours of traffic."
+    )
+    min_rows: int = Field(100, ge=10, description="Fewest current rows a report is built on.")
+    min_feedback: int = Field(
+        50, ge=1, description="Feedback labels needed to report model quality."
+    )
+    drift_share: float = Field(
+        0.5, gt=0, le=1, description="Dataset drift when at least this share of columns drifted."
+    )
+    reports_dir: Path = Field(
+        Path("reports"), description="Where HTML/JSON reports and the index go."
+    )
+    experiment: str = Field(
+        "emotitrack-monitoring", description="MLflow experiment of report runs."
+    )
+    pushgateway_url: str | None = Field(
+        None, description="Prometheus Pushgateway to push drift figures to (off when unset)."
+    )

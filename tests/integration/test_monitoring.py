@@ -1,0 +1,149 @@
+"""The monitoring job on real traffic: API predictions in the log vs the training reference."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.conftest import Registry, make_registry, start_api
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def registry(imdb_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return make_registry(imdb_sample, tmp_path_factory.mktemp("monitoring"), reference_size=600)
+
+
+def traffic(registry: Registry, name: str, texts: list[str]) -> str:
+    """Send ``texts`` through a real API into a fresh prediction log; return the log's URL."""
+    folder = registry.workdir / name
+    folder.mkdir()
+    api = start_api(registry.tracking_uri, folder)
+    try:
+        response = httpx.post(f"{api.url}/predict/batch", json={"texts": texts}, timeout=120)
+        assert response.status_code == 200
+    finally:
+        assert api.terminate() == 0
+    return f"sqlite:///{folder / 'predictions.db'}"
+
+
+@pytest.fixture(scope="module")
+def imdb_traffic(registry: Registry, shared_data: Path, imdb_sample: Path) -> str:
+    seen = set(pd.read_parquet(imdb_sample / "test.parquet")["text"])
+    test = pd.read_parquet(shared_data / "imdb" / "test.parquet")
+    fresh = test[~test["text"].isin(seen)].sample(400, random_state=11)
+    return traffic(registry, "imdb-traffic", fresh["text"].tolist())
+
+
+@pytest.fixture(scope="module")
+def product_traffic(registry: Registry, shared_data: Path) -> str:
+    folder = shared_data / "uci_sentiment_sentences"
+    texts = pd.concat(
+        [pd.read_parquet(folder / "amazon.parquet"), pd.read_parquet(folder / "yelp.parquet")]
+    )
+    return traffic(registry, "product-traffic", texts["text"].sample(400, random_state=11).tolist())
+
+
+def monitor(
+    registry: Registry, log_url: str, reports: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "EMOTITRACK_PREDICTION_LOG_URL": log_url,
+        "EMOTITRACK_REPORTS_DIR": str(reports),
+    }
+    command = [sys.executable, "-m", "emotitrack", "monitor", *args]
+    return subprocess.run(
+        command, env=env, cwd=registry.workdir, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_same_distribution_is_not_drift(
+    registry: Registry, imdb_traffic: str, tmp_path: Path
+) -> None:
+    done = monitor(registry, imdb_traffic, tmp_path / "reports")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("no drift: ")
+    (folder,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["schema_version"] == 1 and summary["dataset_drift"] is False
+    assert summary["counts"] == {"reference": 600, "current": 400, "feedback": 0}
+    assert (
+        summary["model"]["version"] == "1" and summary["model"]["run_id"] == registry.first.run_id
+    )
+    assert set(summary["columns"]) == {
+        "text", "text_length", "word_count", "oov_share", "non_letter_share", "confidence", "predicted_label",
+    }  # fmt: skip
+    assert {"method", "score", "threshold", "drifted"} == set(summary["columns"]["text"])
+    run = mlflow.MlflowClient(registry.tracking_uri).get_run(summary["mlflow_run_id"])
+    assert run.data.metrics["dataset_drift"] == 0 and run.data.metrics["current_rows"] == 400
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert f"{folder.name}/report.html" in index and "no drift" in index
+
+
+def test_product_reviews_are_drift(
+    registry: Registry, product_traffic: str, tmp_path: Path
+) -> None:
+    done = monitor(registry, product_traffic, tmp_path / "reports", "--fail-on-drift")
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert done.stdout.startswith("DRIFT: ")
+    (folder,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["dataset_drift"] is True
+    assert summary["columns"]["text"]["drifted"] and summary["columns"]["text_length"]["drifted"]
+    page = (folder / "report.html").read_text()
+    assert (
+        '<script src="http' not in page and len(page) > 100_000
+    )  # self-contained: renders offline
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(folder / "report.html", ARTIFACTS / "drift-report.html")
+
+
+def test_a_report_a_person_can_read_in_a_browser(
+    registry: Registry, product_traffic: str, tmp_path: Path
+) -> None:
+    done = monitor(registry, product_traffic, tmp_path / "reports")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (folder,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
+    shot = ARTIFACTS / "drift-report.png"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot.unlink(missing_ok=True)
+    subprocess.run(
+        [
+            shutil.which("chromium") or "/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,2400",
+            "--virtual-time-budget=15000", f"--screenshot={shot}", (folder / "report.html").as_uri(),
+        ],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert shot.stat().st_size > 50_000  # a rendered report, not a blank page
+
+
+def test_cannot_run_says_why_and_writes_nothing(
+    registry: Registry, imdb_traffic: str, tmp_path: Path
+) -> None:
+    too_few = monitor(
+        registry, imdb_traffic, tmp_path / "reports", "--last", "20", "--min-rows", "50"
+    )
+    assert too_few.returncode == 2
+    assert too_few.stderr.strip().splitlines()[-1].startswith("error: 20 predictions in the window")
+    assert "Traceback" not in too_few.stderr
+    no_model = monitor(
+        registry, imdb_traffic, tmp_path / "reports", "--model-uri", "models:/nothing@production"
+    )
+    assert no_model.returncode == 2 and "does not name a model version yet" in no_model.stderr
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
