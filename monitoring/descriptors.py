@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
 LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 DESCRIPTOR_COLUMNS = ("text_length", "word_count", "oov_share", "non_letter_share")
@@ -34,3 +35,15 @@ def describe_texts(
     return pd.DataFrame(
         np.array(rows, dtype=float).reshape(-1, 4), columns=list(DESCRIPTOR_COLUMNS)
     )
+
+
+def with_descriptors(frame: pd.DataFrame, pipeline: Pipeline) -> pd.DataFrame:
+    """``frame`` (with a ``text`` column) plus the descriptors, tokenised as the model's TF-IDF
+    step tokenises and judged against its unigram vocabulary."""
+    vectorizer = pipeline.named_steps["tfidf"]
+    tokenize = vectorizer.build_tokenizer()
+    vocabulary = {term for term in vectorizer.vocabulary_ if " " not in term}
+    descriptors = describe_texts(
+        frame["text"].tolist(), lambda text: tokenize(text.lower()), vocabulary
+    )
+    return pd.concat([frame.reset_index(drop=True), descriptors], axis=1)

@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
-from monitoring.descriptors import describe_texts
+from monitoring.descriptors import with_descriptors
 from monitoring.drift import DriftSummary, column_drifts, drifted_share, run_report
 from monitoring.settings import MonitoringSettings
 from serving.model_store import ModelRef, ModelUnavailable, resolve
@@ -60,8 +60,8 @@ def run_monitoring(
         current = _current(settings, window, None if all_versions else ref.version)
     with step(f"loading {ref.load_uri} for its vocabulary"):
         pipeline = _pipeline(ref)
-    reference = _with_descriptors(reference.rename(columns={"label": "true_label"}), pipeline)
-    current = _with_descriptors(current.rename(columns={"label": "predicted_label"}), pipeline)
+    reference = with_descriptors(reference.rename(columns={"label": "true_label"}), pipeline)
+    current = with_descriptors(current.rename(columns={"label": "predicted_label"}), pipeline)
     with step(f"Evidently drift report: {len(reference)} reference vs {len(current)} current rows"):
         snapshot = run_report(reference, current, settings.drift_share)
     summary = _summarise(snapshot, reference, current, ref, window, settings)
@@ -120,16 +120,6 @@ def _pipeline(ref: ModelRef) -> Pipeline:
     model = mlflow.pyfunc.load_model(ref.load_uri)
     pipeline: Pipeline = model.unwrap_python_model().pipeline
     return pipeline
-
-
-def _with_descriptors(frame: pd.DataFrame, pipeline: Pipeline) -> pd.DataFrame:
-    vectorizer = pipeline.named_steps["tfidf"]
-    tokenize = vectorizer.build_tokenizer()
-    vocabulary = {term for term in vectorizer.vocabulary_ if " " not in term}
-    descriptors = describe_texts(
-        frame["text"].tolist(), lambda text: tokenize(text.lower()), vocabulary
-    )
-    return pd.concat([frame.reset_index(drop=True), descriptors], axis=1)
 
 
 def _summarise(
