@@ -1,5 +1,6 @@
 """The main job, end to end on embedded defaults: train, register, promote, serve, send traffic,
-and leave the MLflow UI and the API running for a person to look at."""
+build a drift report from that traffic, and leave the MLflow UI and the API running for a person
+to look at."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from monitoring.job import run_monitoring
+from monitoring.settings import MonitoringSettings
 from serving.settings import ServingSettings
 from training.model import Hyperparameters
 from training.progress import log, step
@@ -36,7 +39,7 @@ def run_demo(settings: TrainingSettings, *, ui: bool, host: str, port: int) -> i
     env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri}
     api_port = _free_port(host, 8000)
     api_url = f"http://{host}:{api_port}"
-    api = _start([sys.executable, "-m", "serving", "--host", host, "--port", str(api_port)], env)
+    api = _start(_serve_command(host, api_port), env)
     processes = [api]
     try:
         with step(f"starting the API at {api_url}"):
@@ -47,8 +50,16 @@ def run_demo(settings: TrainingSettings, *, ui: bool, host: str, port: int) -> i
             f"API: {api_url}/docs  ({summary}; log: {ServingSettings().prediction_log_url})",
             flush=True,
         )
+        _stop(api)  # flush the prediction log before monitoring reads it
+        report = run_monitoring(
+            MonitoringSettings(tracking_uri=settings.tracking_uri), last=DEMO_TRAFFIC
+        )
+        verdict = "DRIFT" if report.dataset_drift else "no drift"
+        print(f"drift report ({verdict}): file://{Path(report.report_html).resolve()}", flush=True)
         if not ui:
             return 0
+        processes[0] = api = _start(_serve_command(host, api_port), env)
+        _wait_until_ok(f"{api_url}/ready", api)
         ui_port = _free_port(host, port)
         ui_url = f"http://{host}:{ui_port}"
         processes.append(_start(_mlflow_ui_command(settings.tracking_uri, host, ui_port), env))
@@ -89,6 +100,10 @@ def _send_traffic(api_url: str, settings: TrainingSettings) -> str:
     return f"{len(predictions)} predictions, " + ", ".join(
         f"{k} {v:.0%}" for k, v in shares.items()
     )
+
+
+def _serve_command(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "serving", "--host", host, "--port", str(port)]
 
 
 def _mlflow_ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
