@@ -46,6 +46,12 @@ def add_monitor_command(commands: argparse._SubParsersAction) -> None:
     monitor.add_argument(
         "--fail-on-drift", action="store_true", help=f"exit {EXIT_DRIFT} when drift is found"
     )
+    monitor.add_argument(
+        "--retrain-on-drift",
+        action="store_true",
+        help="on drift, train on EMOTITRACK_DATA and promote through the gate (as `emotitrack "
+        "train --promote --gate`)",
+    )
     monitor.set_defaults(handler=_monitor)
 
 
@@ -73,4 +79,23 @@ def _monitor(args: argparse.Namespace, _training_settings: object) -> int:
         f"{summary.model['name']} v{summary.model['version']}; report {summary.report_html}; "
         f"index {settings.reports_dir / 'index.html'}; MLflow run {summary.mlflow_run_id}"
     )
+    if summary.dataset_drift and args.retrain_on_drift:
+        _retrain(settings, summary.report_html)
     return EXIT_DRIFT if summary.dataset_drift and args.fail_on_drift else 0
+
+
+def _retrain(settings: MonitoringSettings, report: str) -> None:
+    """The training issue's own code paths: a new version, promoted only if the gate passes."""
+    from training.model import Hyperparameters
+    from training.registry import PromotionRefused, promote
+    from training.settings import TrainingSettings
+    from training.train import train
+
+    training = TrainingSettings(tracking_uri=settings.tracking_uri)
+    result = train(training, Hyperparameters())
+    try:
+        done = promote(training, result.version, gate=True, reason=f"retrained on drift ({report})")
+    except PromotionRefused as exc:
+        print(f"retrained version {result.version} not promoted: {exc}")
+        return
+    print(f"retrained on drift: models:/{done.name}@production is version {done.version}")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the real tools the tests start are installed: PostgreSQL (initdb, pg_ctl) and a
-# headless Chromium (screenshots of the drift report).
+# headless Chromium (screenshots of the drift report), a Prometheus Pushgateway (drift figures).
 # Installs them with apt when running as root; otherwise says what to install and fails.
 set -euo pipefail
 
@@ -9,6 +9,7 @@ pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 missing=()
 [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || missing+=(postgresql)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -178,3 +178,23 @@ class ApiServer:
             for line in text.splitlines()
             if line and not line.startswith("#")
         }
+
+
+@contextmanager
+def pushgateway(workdir: Path) -> Iterator[str]:
+    """Debian's ``prometheus-pushgateway`` on a free loopback port."""
+    port = free_port()
+    log = workdir / "pushgateway.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_http(f"{url}/-/ready", process, timeout=30, log=log)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

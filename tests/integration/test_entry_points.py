@@ -57,7 +57,9 @@ def test_demo_non_interactive(imdb_sample: Path, tracking_uri: str, tmp_path: Pa
     assert "API: http://127.0.0.1:" in done.stdout and "200 predictions, " in done.stdout
     logged = PredictionReader(f"sqlite:///{tmp_path / 'predictions.db'}").read()
     assert len(logged) == 200 and set(logged["model_version"]) == {"1"}  # flushed on SIGTERM
-    report_line = next(line for line in done.stdout.splitlines() if line.startswith("drift report ("))
+    report_line = next(
+        line for line in done.stdout.splitlines() if line.startswith("drift report (")
+    )
     assert Path(report_line.split("file://", 1)[1]).is_file()
     assert (tmp_path / "reports" / "index.html").is_file()
     again = run_ok([sys.executable, "-m", "emotitrack", "demo", "--no-ui"], tmp_path, env)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.integration.conftest import Registry, make_registry, start_api
+from tests.servers import pushgateway
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = REPO / "test-artifacts"
@@ -57,10 +58,11 @@ def product_traffic(registry: Registry, shared_data: Path) -> str:
 
 
 def monitor(
-    registry: Registry, log_url: str, reports: Path, *args: str
+    registry: Registry, log_url: str, reports: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        **(env or {}),
         "MLFLOW_TRACKING_URI": registry.tracking_uri,
         "EMOTITRACK_PREDICTION_LOG_URL": log_url,
         "EMOTITRACK_REPORTS_DIR": str(reports),
@@ -147,3 +149,52 @@ def test_cannot_run_says_why_and_writes_nothing(
     )
     assert no_model.returncode == 2 and "does not name a model version yet" in no_model.stderr
     assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+def test_drift_figures_reach_prometheus(
+    registry: Registry, product_traffic: str, tmp_path: Path
+) -> None:
+    with pushgateway(tmp_path) as gateway:
+        done = monitor(
+            registry,
+            product_traffic,
+            tmp_path / "reports",
+            env={"EMOTITRACK_PUSHGATEWAY_URL": gateway},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        exported = httpx.get(f"{gateway}/metrics").text
+    lines = {
+        line.split(" ")[0].split("{")[0]
+        + (
+            "{" + line.split("{")[1].split("}")[0] + "}" if "{" in line.split(" ")[0] else ""
+        ): line.rsplit(" ", 1)[1]
+        for line in exported.splitlines()
+        if line.startswith("emotitrack_drift")
+    }
+    assert any(k.startswith("emotitrack_drift_detected{") and v == "1" for k, v in lines.items()), (
+        exported
+    )
+    assert any(
+        'column="text"' in k and k.startswith("emotitrack_drift_column_drifted") and v == "1"
+        for k, v in lines.items()
+    )
+
+
+def test_retrain_on_drift_trains_and_promotes_through_the_gate(
+    imdb_sample: Path, product_traffic: str, tmp_path: Path
+) -> None:
+    (tmp_path / "registry").mkdir()
+    fresh = make_registry(imdb_sample, tmp_path / "registry")
+    done = monitor(
+        fresh,
+        product_traffic,
+        tmp_path / "reports",
+        "--retrain-on-drift",
+        env={"EMOTITRACK_DATA": str(imdb_sample)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "retrained" in done.stdout
+    versions = mlflow.MlflowClient(fresh.tracking_uri).search_model_versions(
+        "name = 'emotitrack-sentiment'"
+    )
+    assert sorted(int(v.version) for v in versions) == [1, 2]
