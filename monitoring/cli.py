@@ -38,7 +38,7 @@ def add_monitor_command(commands: argparse._SubParsersAction) -> None:
         "--all-versions", action="store_true", help="include traffic of other model versions"
     )
     monitor.add_argument(
-        "--min-rows", type=int, default=settings.min_rows, help="fewest current rows"
+        "--min-rows", type=int, default=settings.min_window_rows, help="fewest current rows"
     )
     monitor.add_argument(
         "--reports-dir", type=Path, default=settings.reports_dir, help="output folder"
@@ -62,7 +62,7 @@ def _monitor(args: argparse.Namespace, _training_settings: object) -> int:
         update={
             "model_uri": args.model_uri,
             "window_hours": args.window_hours,
-            "min_rows": args.min_rows,
+            "min_window_rows": args.min_rows,
             "reports_dir": args.reports_dir,
         }
     )

@@ -108,10 +108,10 @@ def _current(settings: MonitoringSettings, window: Window, version: str | None) 
             f"prediction log {settings.prediction_log_url} unreadable: {exc}"
         ) from exc
     scope = f"model version {version}" if version else "all versions"
-    if len(current) < settings.min_rows:
+    if len(current) < settings.min_window_rows:
         raise MonitoringError(
-            f"{len(current)} predictions in the window ({scope}); need at least {settings.min_rows} "
-            "(widen --window-hours, use --last, or lower EMOTITRACK_MIN_ROWS)"
+            f"{len(current)} predictions in the window ({scope}); need at least {settings.min_window_rows} "
+            "(widen --window-hours, use --last, or lower EMOTITRACK_MIN_WINDOW_ROWS)"
         )
     return current
 
@@ -188,7 +188,7 @@ def _write_report(snapshot: Any, summary: DriftSummary, reports_dir: Path, now: 
 
 
 def _log_to_mlflow(summary: DriftSummary, out: Path, settings: MonitoringSettings) -> str:
-    mlflow.set_experiment(settings.experiment)
+    mlflow.set_experiment(settings.monitoring_experiment)
     with mlflow.start_run(run_name=f"drift {summary.window['end']}") as run:
         mlflow.set_tags(
             {"model_name": summary.model["name"], "model_version": summary.model["version"]}

@@ -33,7 +33,9 @@ class MonitoringSettings(BaseSettings):
     window_hours: float = Field(
         24.0, gt=0, description="Current window: the last N hours of traffic."
     )
-    min_rows: int = Field(100, ge=10, description="Fewest current rows a report is built on.")
+    min_window_rows: int = Field(
+        100, ge=10, description="Fewest current rows a report is built on."
+    )
     min_feedback: int = Field(
         50, ge=1, description="Feedback labels needed to report model quality."
     )
@@ -43,7 +45,7 @@ class MonitoringSettings(BaseSettings):
     reports_dir: Path = Field(
         Path("reports"), description="Where HTML/JSON reports and the index go."
     )
-    experiment: str = Field(
+    monitoring_experiment: str = Field(
         "emotitrack-monitoring", description="MLflow experiment of report runs."
     )
     pushgateway_url: str | None = Field(

@@ -31,3 +31,18 @@ def test_invalid_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMOTITRACK_VALIDATION_FRACTION", "0.9")
     with pytest.raises(ValueError, match="validation_fraction"):
         TrainingSettings()
+
+
+def test_parts_share_only_settings_that_mean_the_same() -> None:
+    # One environment configures every part: a name used twice must mean one thing.
+    from monitoring.settings import MonitoringSettings
+
+    shared = {"model_uri", "tracking_uri", "prediction_log_url"}
+    parts = [
+        set(TrainingSettings.model_fields),
+        set(ServingSettings.model_fields),
+        set(MonitoringSettings.model_fields),
+    ]
+    for i, first in enumerate(parts):
+        for second in parts[i + 1 :]:
+            assert first & second <= shared, first & second - shared
