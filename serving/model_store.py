@@ -110,7 +110,9 @@ def _registry_call(call: Callable[[], Any], uri: str) -> Any:
 def load(client: MlflowClient, ref: ModelRef) -> LoadedModel:
     """Load and warm a model; the caller decides whether to swap it in."""
     started = time.perf_counter()
-    pyfunc = mlflow.pyfunc.load_model(ref.load_uri)
+    # No requirement-mismatch check: it costs ~0.3 s of start-up and the lock file already pins
+    # serving to the versions training used.
+    pyfunc = mlflow.pyfunc.load_model(ref.load_uri, suppress_warnings=True)
     classes, score = _scorer(pyfunc)
     score(["warm-up"])
     metrics: dict[str, float] = {}

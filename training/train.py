@@ -112,7 +112,7 @@ def _run(
 
     with tempfile.TemporaryDirectory() as tmp, step("logging evaluation, reference and model"):
         work = Path(tmp)
-        pipeline_file = save_pipeline(pipeline, work / "pipeline.joblib")
+        pipeline_file = save_pipeline(pipeline, work / "pipeline.pkl")
         metrics["model_size_bytes"] = float(pipeline_file.stat().st_size)
         mlflow.log_metrics(metrics)
         for path in write_report_files(
