@@ -26,15 +26,20 @@ typecheck: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
+# uv installs the lock exactly (hashes checked, strays removed); pip's hash mode cannot take
+# a package pinned with an extra (pandas[parquet]) that others also require without it.
+UV_VERSION := 0.13.9
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
 # Re-pin after changing dependencies in pyproject.toml.
 lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+	test -x $(BIN)/uv || ($(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv==$(UV_VERSION))
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --no-strip-extras \
 		--custom-compile-command "make lock" -o requirements.lock
 
 clean:
