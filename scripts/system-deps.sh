@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the real tools the tests start are installed: PostgreSQL (initdb, pg_ctl) and a
-# headless Chromium (screenshots of the drift report), a Prometheus Pushgateway (drift figures).
+# headless Chromium (screenshots of the drift report), a Prometheus Pushgateway (drift figures),
+# Prometheus with promtool (config, alert rules, live scrape) and shellcheck (workflow scripts).
 # Installs them with apt when running as root; otherwise says what to install and fails.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ missing=()
 [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || missing+=(postgresql)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -21,3 +24,7 @@ fi
 echo "system-deps: installing ${missing[*]}"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian starts the services it installs; the tests start their own on free ports.
+for service in prometheus prometheus-pushgateway prometheus-node-exporter postgresql; do
+  systemctl stop "$service" >/dev/null 2>&1 || service "$service" stop >/dev/null 2>&1 || true
+done

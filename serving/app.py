@@ -82,6 +82,7 @@ class Service:
 
     def _record_outcome(self, outcome: str, model: LoadedModel | None) -> None:
         self.metrics.reloads.labels(outcome=outcome).inc()
+        self.metrics.model_loaded.set(1 if model is not None else 0)
         if model is not None:
             version = float(model.version) if model.version.isdigit() else 0.0
             self.metrics.model_version.labels(model_name=model.name).set(version)

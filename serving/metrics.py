@@ -33,6 +33,7 @@ class ServingMetrics:
     predictions: Counter
     confidence: Histogram
     model_version: Gauge
+    model_loaded: Gauge
     model_load_seconds: Gauge
     reloads: Counter
     log_queued: Counter
@@ -99,6 +100,12 @@ def build_metrics() -> ServingMetrics:
             ["model_name"],
             registry=registry,
             multiprocess_mode="max",
+        ),
+        model_loaded=Gauge(
+            "emotitrack_model_loaded",
+            "1 if a model is loaded and serving, 0 if /predict answers 503.",
+            registry=registry,
+            multiprocess_mode="min",
         ),
         model_load_seconds=Gauge(
             "emotitrack_model_load_seconds",

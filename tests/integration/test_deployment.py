@@ -1,0 +1,262 @@
+"""Every deployment file, checked by the real tool that reads it (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.integration.conftest import Registry, make_registry, start_api
+from tests.servers import ApiServer, free_port, wait_for_http
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent  # the virtualenv's console scripts
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "emotitrack.json"
+DATASOURCES = REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+
+
+def tool(name: str) -> str:
+    """A check tool from the dev dependencies or Debian; missing means failing, never skipping."""
+    found = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    assert found, (
+        f"{name} is not installed: run `make test` (dev dependencies, scripts/system-deps.sh)"
+    )
+    return found
+
+
+def run(*command: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{command}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    run(tool("hadolint"), "--failure-threshold", "warning", "Dockerfile")
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.count("FROM python:3.11.11-slim-bookworm") == 2  # pinned, multi-stage
+    assert "USER 10001:10001" in dockerfile and "/health" in dockerfile
+    assert "requirements-runtime.lock" in dockerfile  # no test or lint tools in the image
+
+
+def test_compose_file_is_valid_and_keeps_secrets_out(tmp_path: Path) -> None:
+    compose = tool("docker-compose")
+    resolved = run(
+        compose,
+        "--env-file",
+        ".env.example",
+        "-f",
+        "docker-compose.yml",
+        "--profile",
+        "jobs",
+        "config",
+        "--format",
+        "json",
+    )
+    config = json.loads(resolved.stdout)
+    services = config["services"]
+    assert {
+        "postgres",
+        "mlflow",
+        "api",
+        "prometheus",
+        "pushgateway",
+        "grafana",
+        "train",
+        "monitor",
+    } <= set(services)
+    assert (
+        services["api"]["environment"]["EMOTITRACK_MODEL_URI"]
+        == "models:/emotitrack-sentiment@production"
+    )
+    assert services["api"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert services["api"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert "--artifacts-destination=/mlartifacts" in services["mlflow"]["command"]
+    assert services["train"]["profiles"] == ["jobs"] and services["monitor"]["profiles"] == ["jobs"]
+    # Without the secrets the stack refuses to start instead of running with a default password.
+    empty_env = tmp_path / "empty.env"
+    empty_env.write_text("")
+    refused = subprocess.run(
+        [compose, "--env-file", str(empty_env), "-f", "docker-compose.yml", "config", "-q"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "workflow", sorted((REPO / ".github" / "workflows").glob("*.yml")), ids=lambda p: p.name
+)
+def test_workflow_passes_schema_and_actionlint(workflow: Path) -> None:
+    tool("shellcheck")  # actionlint checks `run:` scripts with it when it is on PATH
+    run(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow))
+    run(tool("actionlint"), str(workflow))
+
+
+def test_workflows_do_what_they_promise() -> None:
+    flows = {
+        p.stem: yaml.safe_load(p.read_text())
+        for p in (REPO / ".github" / "workflows").glob("*.yml")
+    }
+    assert set(flows) == {"ci", "cd-heroku", "retrain", "monitor"}
+    assert "make test" in json.dumps(flows["ci"])
+    cd_trigger = flows["cd-heroku"][True]["workflow_run"]  # YAML reads `on` as True
+    assert cd_trigger["workflows"] == ["CI"] and cd_trigger["branches"] == ["main"]
+    assert "conclusion == 'success'" in flows["cd-heroku"]["jobs"]["deploy"]["if"]
+    assert "secrets.HEROKU_API_KEY" in json.dumps(flows["cd-heroku"])
+    assert "schedule" in flows["retrain"][True] and "--gate" in json.dumps(flows["retrain"])
+    assert "schedule" in flows["monitor"][True] and "--fail-on-drift" in json.dumps(
+        flows["monitor"]
+    )
+
+
+def test_prometheus_config_rules_and_rule_tests() -> None:
+    promtool = tool("promtool")
+    run(promtool, "check", "config", "prometheus.yml", cwd=PROMETHEUS_DIR)
+    run(promtool, "check", "rules", "alerts.yml", cwd=PROMETHEUS_DIR)
+    tested = run(promtool, "test", "rules", "alerts_test.yml", cwd=PROMETHEUS_DIR)
+    assert "SUCCESS" in tested.stdout
+    alerts = {
+        r["alert"]
+        for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+    }
+    tests = (PROMETHEUS_DIR / "alerts_test.yml").read_text()
+    assert all(f"alertname: {alert}" in tests for alert in alerts)  # every alert has a rule test
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    from grafana_foundation_sdk.cog import plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    plugins.register_default_plugins()
+    dashboard = Dashboard.from_json(json.loads(DASHBOARD.read_text()))
+    provisioned = {d["uid"] for d in yaml.safe_load(DATASOURCES.read_text())["datasources"]}
+    queries = []
+    for panel in dashboard.panels or []:
+        assert panel.datasource is not None and panel.datasource.uid in provisioned, panel.title
+        for target in panel.targets or []:
+            queries.append((panel.title, target.expr))
+    return queries
+
+
+def test_dashboard_parses_and_uses_the_provisioned_data_source() -> None:
+    queries = dashboard_queries()
+    titles = {title for title, _ in queries}
+    assert len(titles) == 9 and len(queries) >= 15
+
+
+@pytest.fixture(scope="module")
+def registry(imdb_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return make_registry(imdb_sample, tmp_path_factory.mktemp("deployment"))
+
+
+def test_procfile_runs_under_honcho(registry: Registry, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "EMOTITRACK_PREDICTION_LOG_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+        "EMOTITRACK_SPILL_DIR": str(tmp_path / "spill"),
+    }
+    log = tmp_path / "honcho.log"
+    with log.open("wb") as out:
+        honcho = subprocess.Popen(
+            [tool("honcho"), "-f", str(REPO / "Procfile"), "-d", str(tmp_path), "start"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/health", honcho, timeout=60, log=log)
+            answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": "A lovely film."})
+            assert answer.status_code == 200 and answer.json()["sentiment"] == "positive"
+        finally:
+            os.killpg(honcho.pid, 15)
+            honcho.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def live_prometheus(
+    registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, ApiServer]]:
+    """The API with some traffic, and a real Prometheus scraping it every second."""
+    work = tmp_path_factory.mktemp("prometheus")
+    api = start_api(registry.tracking_uri, work)
+    port = free_port()
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
+    config["scrape_configs"] = [
+        {
+            "job_name": "emotitrack-api",
+            "static_configs": [{"targets": [api.url.removeprefix("http://")]}],
+        }
+    ]
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = work / "prometheus.log"
+    with log.open("wb") as out:
+        prometheus = subprocess.Popen(
+            [tool("prometheus"), f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/-/ready", prometheus, timeout=60, log=log)
+            yield f"http://127.0.0.1:{port}", api
+        finally:
+            prometheus.terminate()
+            prometheus.wait(timeout=30)
+            api.terminate()
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, object]]:
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", (expr, answer)
+    result: list[dict[str, object]] = answer["data"]["result"]
+    return result
+
+
+def wait_for_value(prometheus: str, expr: str, expected: float, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = query(prometheus, expr)
+        if result and float(result[0]["value"][1]) == expected:  # type: ignore[index]
+            return
+        assert time.monotonic() < deadline, f"{expr} never reached {expected}: {result}"
+        time.sleep(0.5)
+
+
+def test_prometheus_scrapes_the_api_and_counts_predictions(
+    live_prometheus: tuple[str, ApiServer],
+) -> None:
+    prometheus, api = live_prometheus
+    wait_for_value(prometheus, 'up{job="emotitrack-api"}', 1)
+    texts = ["Great film.", "Awful film.", "Loved it.", "Hated it.", "Superb cast."]
+    assert httpx.post(f"{api.url}/predict/batch", json={"texts": texts}).status_code == 200
+    wait_for_value(prometheus, "sum(emotitrack_predictions_total)", 5)
+    wait_for_value(prometheus, "min(emotitrack_model_loaded)", 1)
+
+
+def test_every_dashboard_and_alert_query_runs(live_prometheus: tuple[str, ApiServer]) -> None:
+    prometheus, _ = live_prometheus
+    alerts = [
+        r["expr"]
+        for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+    ]
+    for _title, expr in dashboard_queries():
+        query(prometheus, expr)
+    for expr in alerts:
+        query(prometheus, expr)
+    loaded_rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"][0]["rules"]
+    assert len(loaded_rules) == len(alerts) and all(r["health"] != "err" for r in loaded_rules)
