@@ -18,6 +18,7 @@ pytest: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -r training serving monitoring emotitrack --severity-level medium
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -94,7 +94,7 @@ def _send_traffic(api_url: str, settings: TrainingSettings) -> str:
         data=json.dumps({"texts": batch}).encode(),
         headers={"content-type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - our loopback API
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - our loopback API  # nosec B310
         predictions = json.loads(response.read())["predictions"]
     shares = pd.Series([p["sentiment"] for p in predictions]).value_counts(normalize=True).round(2)
     return f"{len(predictions)} predictions, " + ", ".join(
@@ -135,7 +135,7 @@ def _wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout: float = 
         if process.poll() is not None:
             raise RuntimeError(f"the process for {url} exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL  # nosec B310
                 if response.status == 200:
                     return
         except OSError:

@@ -75,7 +75,7 @@ def load_pipeline(path: Path) -> Pipeline:
         pipeline: Pipeline = joblib.load(path)
         return pipeline
     with path.open("rb") as f:
-        return cast(Pipeline, pickle.load(f))  # noqa: S301 - our own registry's artifact
+        return cast(Pipeline, pickle.load(f))  # noqa: S301 - our own registry's artifact  # nosec B301
 
 
 def prediction_table(pipeline: Pipeline, texts: list[str]) -> pd.DataFrame:
