@@ -1,6 +1,7 @@
 """The FastAPI app: factory + lifespan around a ModelStore, a MicroBatcher and a PredictionLog."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads the request models of the routes
+# from their annotations, and those models are built per app (configured limits) in a closure.
 
 import asyncio
 import logging
@@ -24,7 +25,6 @@ from serving.metrics import ServingMetrics, build_metrics
 from serving.model_store import LoadedModel, ModelStore
 from serving.prediction_log import PredictionLog, PredictionRecord, new_request_id
 from serving.schemas import (
-    BatchRequest,
     BatchResponse,
     ErrorResponse,
     FeedbackRequest,
@@ -33,10 +33,10 @@ from serving.schemas import (
     InvocationsResponse,
     ModelInfo,
     Prediction,
-    PredictRequest,
     Readiness,
     ReloadResponse,
     ServiceInfo,
+    request_models,
 )
 from serving.settings import ServingSettings
 
@@ -240,7 +240,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     _add_error_handlers(app)
-    _add_routes(app)
+    _add_routes(app, settings)
     routes = {getattr(r, "path", "") for r in app.routes}
     app.add_middleware(MetricsMiddleware, routes=routes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -257,7 +257,9 @@ def _log_to_stderr() -> None:
         log.propagate = False
 
 
-def _add_routes(app: FastAPI) -> None:
+def _add_routes(app: FastAPI, settings: ServingSettings) -> None:
+    PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_texts)
+
     @app.get("/", response_model=ServiceInfo, summary="Service information")
     async def root(service: ServiceDep) -> ServiceInfo:
         return ServiceInfo(
@@ -313,9 +315,9 @@ def _add_routes(app: FastAPI) -> None:
         )
 
     @app.post("/predict", response_model=Prediction, responses=ERRORS, summary="Classify one text")
-    async def predict(body: PredictRequest, service: ServiceDep) -> Prediction:
-        service.check_texts([body.text])
-        _, predictions = await service.predict([body.text], "predict")
+    async def predict(body: PredictRequest, service: ServiceDep) -> Prediction:  # type: ignore[valid-type]
+        text: str = body.text  # type: ignore[attr-defined]
+        _, predictions = await service.predict([text], "predict")
         return predictions[0]
 
     @app.post(
@@ -324,9 +326,9 @@ def _add_routes(app: FastAPI) -> None:
         responses=ERRORS,
         summary="Classify many texts",
     )
-    async def predict_batch(body: BatchRequest, service: ServiceDep) -> BatchResponse:
-        service.check_texts(body.texts)
-        model, predictions = await service.predict(body.texts, "batch")
+    async def predict_batch(body: BatchRequest, service: ServiceDep) -> BatchResponse:  # type: ignore[valid-type]
+        texts: list[str] = body.texts  # type: ignore[attr-defined]
+        model, predictions = await service.predict(texts, "batch")
         return BatchResponse(predictions=predictions, model_version=model.version)
 
     @app.post(
@@ -425,7 +427,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"], "type": e["type"]}
+            {
+                "field": ".".join(str(p) for p in e["loc"]),
+                "problem": _what_to_fix(e),
+                "type": e["type"],
+            }
             for e in exc.errors()
         ]
         content_type = request.headers.get("content-type", "")
@@ -444,6 +450,20 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": f"invalid request: {summary}", "errors": errors}, status_code=422
         )
+
+
+def _what_to_fix(error: Any) -> str:
+    """Pydantic's message, or one that says how to fix the request for the limits we set."""
+    kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind in ("string_pattern_mismatch", "string_too_short"):
+        return "empty or whitespace; send the text to classify"
+    if kind == "string_too_long" and isinstance(given, str):
+        return f"{len(given)} characters; the limit is {ctx.get('max_length')}"
+    if kind == "too_long" and isinstance(given, list):
+        return f"{len(given)} texts; at most {ctx.get('max_length')} per request, split the batch"
+    if kind == "too_short" and isinstance(given, list):
+        return "send at least one text"
+    return str(error["msg"])
 
 
 class BodySizeLimit:

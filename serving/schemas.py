@@ -3,30 +3,55 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PredictRequest(Strict):
-    text: StrictStr = Field(
-        description="Text to classify: not empty, at most the configured length."
-    )
+NOT_BLANK = r"\S"  # at least one non-whitespace character (pydantic patterns search)
 
 
-class BatchRequest(Strict):
-    texts: list[StrictStr] = Field(
-        min_length=1, description="Texts to classify, at most the configured count."
+def request_models(
+    max_text_chars: int, max_batch_texts: int
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``PredictRequest`` and ``BatchRequest`` with the configured limits in their schema, so the
+    OpenAPI document states what the server accepts."""
+    text = Annotated[
+        StrictStr,
+        Field(
+            min_length=1,
+            max_length=max_text_chars,
+            pattern=NOT_BLANK,
+            description=f"Text to classify: not blank, at most {max_text_chars} characters.",
+        ),
+    ]
+    predict = create_model("PredictRequest", __base__=Strict, text=(text, ...))
+    batch = create_model(
+        "BatchRequest",
+        __base__=Strict,
+        texts=(
+            list[text],
+            Field(
+                min_length=1,
+                max_length=max_batch_texts,
+                description=f"1 to {max_batch_texts} texts to classify.",
+            ),
+        ),
     )
+    return predict, batch
 
 
 class FeedbackRequest(Strict):
-    request_id: StrictStr = Field(description="request_id of a prediction this API returned.")
-    label: StrictStr = Field(description="The true label: one of the served model's classes.")
+    request_id: StrictStr = Field(
+        min_length=1, description="request_id of a prediction this API returned."
+    )
+    label: StrictStr = Field(
+        min_length=1, description="The true label: one of the served model's classes."
+    )
 
 
 class Prediction(BaseModel):

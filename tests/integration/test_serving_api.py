@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,3 +234,21 @@ def test_openapi_documents_every_error_code(api: ApiServer) -> None:
     predict = spec["paths"]["/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(predict)
     assert {"404", "409"} <= set(spec["paths"]["/feedback"]["post"]["responses"])
+
+
+def test_fuzzing_the_openapi_finds_no_server_error_and_no_schema_break(
+    api: ApiServer, tmp_path: Path
+) -> None:
+    """Property-based requests from the server's own /openapi.json (schemathesis), bounded."""
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"), "run", f"{api.url}/openapi.json",
+            "--max-examples", "60", "--seed", "1", "--no-color",
+            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "-H", "Authorization: Bearer s3cret",
+        ],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-6000:]
+    assert " passed" in done.stdout and "failures" not in done.stdout.split("SUMMARY")[-1]
+    assert httpx.get(f"{api.url}/ready").status_code == 200
