@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,9 +72,19 @@ class PredictionRecord:
     endpoint: str
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["probabilities"] = json.dumps(self.probabilities)
-        return row
+        # Built by hand: dataclasses.asdict deep-copies, and this runs once per prediction.
+        return {
+            "request_id": self.request_id,
+            "created_at": self.created_at,
+            "text": self.text,
+            "label": self.label,
+            "confidence": self.confidence,
+            "probabilities": json.dumps(self.probabilities),
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "latency_ms": self.latency_ms,
+            "endpoint": self.endpoint,
+        }
 
     def to_json(self) -> str:
         row = self.to_row()

@@ -40,9 +40,10 @@ class ServingSettings(BaseSettings):
         25_000_000, gt=0, description="Largest request body; larger ones get 413 before parsing."
     )
     batch_window_ms: float = Field(
-        2.0,
+        0.0,
         ge=0,
-        description="How long concurrent single requests may wait to share one model call.",
+        description="How long a request waits for others to share its model call; 0: only "
+        "requests that arrive while the model is busy share the next call.",
     )
     max_model_batch: int = Field(256, gt=0, description="Most texts in one model call.")
     prediction_log_url: str = Field(
