@@ -72,7 +72,7 @@ class Service:
         self.batcher = MicroBatcher(
             window_ms=settings.batch_window_ms, max_batch=settings.max_model_batch
         )
-        self.log = PredictionLog(
+        self.prediction_log = PredictionLog(
             settings.prediction_log_url,
             settings.spill_dir,
             flush_interval_s=settings.log_flush_interval_s,
@@ -140,7 +140,7 @@ class Service:
                     endpoint=endpoint,
                 )
             )
-        self.log.submit(records)
+        self.prediction_log.submit(records)
         self._count(model, proba, best)
         return model, predictions
 
@@ -173,7 +173,7 @@ class Service:
 
     def sync_log_metrics(self) -> None:
         """Carry the prediction log's counters into Prometheus counters (as increments)."""
-        counters = self.log.counters
+        counters = self.prediction_log.counters
         for name, metric in (
             ("written", self.metrics.log_written),
             ("spilled", self.metrics.log_spilled),
@@ -184,7 +184,7 @@ class Service:
             if value > self._synced[name]:
                 metric.inc(value - self._synced[name])
                 self._synced[name] = value
-        self.metrics.log_queue_depth.set(self.log.queue_depth())
+        self.metrics.log_queue_depth.set(self.prediction_log.queue_depth())
         self.metrics.log_store_up.set(1 if counters.store_up else 0)
 
 
@@ -219,7 +219,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = Service(settings)
         app.state.service = service
-        await asyncio.to_thread(service.log.start)
+        await asyncio.to_thread(service.prediction_log.start)
         service.batcher.start()
         await service.store.refresh()
         poller = asyncio.create_task(
@@ -232,12 +232,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             with suppress(asyncio.CancelledError):
                 await poller
             await service.batcher.stop()
-            await asyncio.to_thread(service.log.close)
+            await asyncio.to_thread(service.prediction_log.close)
             log.info(
                 "prediction log closed: %d written, %d spilled, %d dropped",
-                service.log.counters.written,
-                service.log.counters.spilled,
-                service.log.counters.dropped,
+                service.prediction_log.counters.written,
+                service.prediction_log.counters.spilled,
+                service.prediction_log.counters.dropped,
             )
 
     app = FastAPI(
@@ -297,7 +297,7 @@ def _add_routes(app: FastAPI, settings: ServingSettings) -> None:
             registry_reachable=status.registry_reachable,
             registry_error=status.last_error,
             last_check_at=status.last_check_at,
-            prediction_log_store_up=service.log.counters.store_up,
+            prediction_log_store_up=service.prediction_log.counters.store_up,
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if model else 503)
 
@@ -394,12 +394,14 @@ def _add_routes(app: FastAPI, settings: ServingSettings) -> None:
                 422, detail=f"unknown label {body.label!r}; use one of {model.classes}"
             )
         try:
-            known = await asyncio.to_thread(service.log.knows, body.request_id)
+            known = await asyncio.to_thread(service.prediction_log.knows, body.request_id)
             if not known:
                 raise HTTPException(
                     404, detail=f"no prediction with request_id {body.request_id!r}"
                 )
-            stored = await asyncio.to_thread(service.log.add_feedback, body.request_id, body.label)
+            stored = await asyncio.to_thread(
+                service.prediction_log.add_feedback, body.request_id, body.label
+            )
         except HTTPException:
             raise
         except Exception as exc:  # the store is down: the client should retry later
