@@ -188,7 +188,8 @@ class Service:
         self.metrics.log_store_up.set(1 if counters.store_up else 0)
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    # async: a plain def dependency would send every request through the threadpool
     service: Service = request.app.state.service
     return service
 
@@ -197,7 +198,7 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 bearer = HTTPBearer(auto_error=False)
 
 
-def require_admin(
+async def require_admin(
     service: ServiceDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
