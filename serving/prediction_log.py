@@ -120,7 +120,19 @@ def create_store_engine(url: str) -> sa.Engine:
         args = {"connect_args": {"connect_timeout": 3}, "pool_pre_ping": True}
     elif url.startswith("sqlite"):
         args = {"connect_args": {"timeout": 5}}
-    return sa.create_engine(url, **args)
+    engine = sa.create_engine(url, **args)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_wal)
+    return engine
+
+
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    """WAL: monitoring reads while the API writes, and a commit is an append, not a journal
+    rewrite; synchronous=NORMAL is durable across process crashes (what a SIGKILL is)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table) -> Any:
