@@ -7,9 +7,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
-from evidently import DataDefinition, Dataset, Report
+from evidently import (
+    BinaryClassification,
+    DataDefinition,
+    Dataset,
+    MulticlassClassification,
+    Report,
+)
 from evidently.core.report import Snapshot
-from evidently.presets import DataDriftPreset
+from evidently.presets import ClassificationPreset, DataDriftPreset
 
 from monitoring.descriptors import DESCRIPTOR_COLUMNS
 
@@ -92,3 +98,24 @@ def drifted_share(snapshot: Snapshot) -> tuple[int, float]:
         if metric["config"]["type"].endswith("DriftedColumnsCount"):
             return int(metric["value"]["count"]), float(metric["value"]["share"])
     raise ValueError("the report has no DriftedColumnsCount metric")
+
+
+def run_quality_report(
+    reference: pd.DataFrame, feedback: pd.DataFrame, classes: list[str]
+) -> Snapshot:
+    """Evidently's classification preset: the reference sample's quality (true vs predicted
+    labels) beside the current quality on the predictions that got feedback labels."""
+    if len(classes) == 2:
+        task: BinaryClassification | MulticlassClassification = BinaryClassification(
+            target="true_label", prediction_labels="predicted_label", pos_label=classes[-1]
+        )
+    else:
+        task = MulticlassClassification(target="true_label", prediction_labels="predicted_label")
+    definition = DataDefinition(
+        classification=[task], categorical_columns=["true_label", "predicted_label"]
+    )
+    columns = ["true_label", "predicted_label"]
+    return Report([ClassificationPreset()]).run(
+        reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
+        current_data=Dataset.from_pandas(feedback[columns], data_definition=definition),
+    )

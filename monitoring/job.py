@@ -17,7 +17,13 @@ from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
 from monitoring.descriptors import with_descriptors
-from monitoring.drift import DriftSummary, column_drifts, drifted_share, run_report
+from monitoring.drift import (
+    DriftSummary,
+    column_drifts,
+    drifted_share,
+    run_quality_report,
+    run_report,
+)
 from monitoring.settings import MonitoringSettings
 from serving.model_store import ModelRef, ModelUnavailable, resolve
 from serving.prediction_log import PredictionReader
@@ -26,6 +32,7 @@ from training.reference import load_reference
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
+QUALITY_FILE = "quality.html"
 
 
 class MonitoringError(RuntimeError):
@@ -65,8 +72,15 @@ def run_monitoring(
     with step(f"Evidently drift report: {len(reference)} reference vs {len(current)} current rows"):
         snapshot = run_report(reference, current, settings.drift_share)
     summary = _summarise(snapshot, reference, current, ref, window, settings)
-    out = _write_report(snapshot, summary, settings.reports_dir, now)
+    quality = None
+    if summary.quality["current_accuracy"] is not None:
+        with step(f"Evidently quality report on {summary.counts['feedback']} feedback labels"):
+            classes = sorted(set(reference["true_label"]) | set(reference["predicted_label"]))
+            quality = run_quality_report(reference, current.dropna(subset=["true_label"]), classes)
+    out = _write_report(snapshot, quality, summary, settings.reports_dir, now)
     summary.report_html = str(out / REPORT_FILE)
+    if quality is not None:
+        summary.quality["report_html"] = str(out / QUALITY_FILE)
     summary.mlflow_run_id = _log_to_mlflow(summary, out, settings)
     (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     write_index(settings.reports_dir)
@@ -172,13 +186,17 @@ def _shares(labels: pd.Series) -> dict[str, float]:
     }
 
 
-def _write_report(snapshot: Any, summary: DriftSummary, reports_dir: Path, now: datetime) -> Path:
+def _write_report(
+    snapshot: Any, quality: Any, summary: DriftSummary, reports_dir: Path, now: datetime
+) -> Path:
     """Write into a temporary folder and rename it: a report is there whole or not at all."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     final = reports_dir / now.strftime("%Y%m%dT%H%M%SZ")
     staging = Path(tempfile.mkdtemp(dir=reports_dir, prefix=".staging-"))
     try:
         snapshot.save_html(str(staging / REPORT_FILE))
+        if quality is not None:
+            quality.save_html(str(staging / QUALITY_FILE))
         (staging / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
         staging.rename(final)
     except BaseException:
@@ -213,6 +231,8 @@ def _log_to_mlflow(summary: DriftSummary, out: Path, settings: MonitoringSetting
             metrics["current_accuracy"] = summary.quality["current_accuracy"]
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(out / REPORT_FILE), "drift")
+        if (out / QUALITY_FILE).is_file():
+            mlflow.log_artifact(str(out / QUALITY_FILE), "drift")
         mlflow.log_dict(summary.to_dict(), f"drift/{SUMMARY_FILE}")
         return run.info.run_id
 

@@ -27,14 +27,20 @@ def registry(imdb_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Reg
     return make_registry(imdb_sample, tmp_path_factory.mktemp("monitoring"), reference_size=600)
 
 
-def traffic(registry: Registry, name: str, texts: list[str]) -> str:
-    """Send ``texts`` through a real API into a fresh prediction log; return the log's URL."""
+def traffic(
+    registry: Registry, name: str, texts: list[str], labels: list[str] | None = None
+) -> str:
+    """Send ``texts`` through a real API into a fresh prediction log, and ``labels`` as feedback
+    for the first predictions; return the log's URL."""
     folder = registry.workdir / name
     folder.mkdir()
     api = start_api(registry.tracking_uri, folder)
     try:
         response = httpx.post(f"{api.url}/predict/batch", json={"texts": texts}, timeout=120)
         assert response.status_code == 200
+        for prediction, label in zip(response.json()["predictions"], labels or [], strict=False):
+            feedback = {"request_id": prediction["request_id"], "label": label}
+            assert httpx.post(f"{api.url}/feedback", json=feedback).status_code == 200
     finally:
         assert api.terminate() == 0
     return f"sqlite:///{folder / 'predictions.db'}"
@@ -45,7 +51,7 @@ def imdb_traffic(registry: Registry, shared_data: Path, imdb_sample: Path) -> st
     seen = set(pd.read_parquet(imdb_sample / "test.parquet")["text"])
     test = pd.read_parquet(shared_data / "imdb" / "test.parquet")
     fresh = test[~test["text"].isin(seen)].sample(400, random_state=11)
-    return traffic(registry, "imdb-traffic", fresh["text"].tolist())
+    return traffic(registry, "imdb-traffic", fresh["text"].tolist(), fresh["label"].tolist()[:60])
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +88,11 @@ def test_same_distribution_is_not_drift(
     (folder,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["schema_version"] == 1 and summary["dataset_drift"] is False
-    assert summary["counts"] == {"reference": 600, "current": 400, "feedback": 0}
+    assert summary["counts"] == {"reference": 600, "current": 400, "feedback": 60}
+    assert 0.6 < summary["quality"]["current_accuracy"] <= 1.0  # 60 feedback labels >= min 50
+    assert (folder / "quality.html").is_file() and summary["quality"]["report_html"].endswith(
+        "quality.html"
+    )
     assert (
         summary["model"]["version"] == "1" and summary["model"]["run_id"] == registry.first.run_id
     )
