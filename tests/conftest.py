@@ -15,6 +15,18 @@ from training.settings import TrainingSettings
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_experiment() -> Iterator[None]:
+    """``mlflow.set_experiment`` exports MLFLOW_EXPERIMENT_ID to the process environment; a test
+    that trains in-process would otherwise hand its experiment to the next test's subprocesses
+    (and `mlflow run` refuses an experiment id next to --experiment-name)."""
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(name, None)
+    yield
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(name, None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (or ``EMOTITRACK_SHARED_DATA``). Missing data fails the run: no skips."""
