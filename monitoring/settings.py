@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.settings import DEFAULT_MODEL_NAME
+from training.settings import PRODUCTION_MODEL_URI, tracking_uri_field
 
 
 class MonitoringSettings(BaseSettings):
@@ -19,14 +19,10 @@ class MonitoringSettings(BaseSettings):
     )
 
     model_uri: str = Field(
-        f"models:/{DEFAULT_MODEL_NAME}@production",
+        PRODUCTION_MODEL_URI,
         description="Model whose training reference is compared (resolved as serving does).",
     )
-    tracking_uri: str = Field(
-        "sqlite:///mlflow.db",
-        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "EMOTITRACK_TRACKING_URI"),
-        description="MLflow tracking/registry URI.",
-    )
+    tracking_uri: str = tracking_uri_field()
     prediction_log_url: str = Field(
         "sqlite:///predictions.db", description="Prediction log written by serving."
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.settings import DEFAULT_MODEL_NAME
+from training.settings import PRODUCTION_MODEL_URI, tracking_uri_field
 
 
 class ServingSettings(BaseSettings):
@@ -19,15 +19,11 @@ class ServingSettings(BaseSettings):
     )
 
     model_uri: str = Field(
-        f"models:/{DEFAULT_MODEL_NAME}@production",
+        PRODUCTION_MODEL_URI,
         description="Model to serve: models:/NAME@alias, models:/NAME/Stage, models:/NAME/N, "
         "runs:/RUN/model or a local path. Aliases and stages are followed live.",
     )
-    tracking_uri: str = Field(
-        "sqlite:///mlflow.db",
-        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "EMOTITRACK_TRACKING_URI"),
-        description="MLflow tracking/registry URI.",
-    )
+    tracking_uri: str = tracking_uri_field()
     poll_interval_s: float = Field(
         30.0, gt=0, description="How often the registry is asked whether Production moved."
     )

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_NAME = "emotitrack-sentiment"
+PRODUCTION_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@production"
+
+
+def tracking_uri_field() -> Any:
+    """The tracking URI setting every part shares: MLflow's own MLFLOW_TRACKING_URI first."""
+    return Field(
+        "sqlite:///mlflow.db",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "EMOTITRACK_TRACKING_URI"),
+        description="MLflow tracking/registry URI; embedded SQLite in the working folder by default.",
+    )
 
 
 class TrainingSettings(BaseSettings):
@@ -27,11 +38,7 @@ class TrainingSettings(BaseSettings):
     )
     text_column: str = Field("text", description="Column holding the text.")
     label_column: str = Field("label", description="Column holding the label.")
-    tracking_uri: str = Field(
-        "sqlite:///mlflow.db",
-        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "EMOTITRACK_TRACKING_URI"),
-        description="MLflow tracking/registry URI; embedded SQLite in the working folder by default.",
-    )
+    tracking_uri: str = tracking_uri_field()
     experiment: str = Field(
         "emotitrack-training", description="MLflow experiment for training runs."
     )
