@@ -88,7 +88,12 @@ def test_same_distribution_is_not_drift(
     (folder,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["schema_version"] == 1 and summary["dataset_drift"] is False
-    assert summary["counts"] == {"reference": 600, "current": 400, "feedback": 60}
+    assert summary["counts"] == {
+        "reference": 600,
+        "current": 400,
+        "feedback": 60,
+        "report_sample": 400,
+    }
     assert 0.6 < summary["quality"]["current_accuracy"] <= 1.0  # 60 feedback labels >= min 50
     assert (folder / "quality.html").is_file() and summary["quality"]["report_html"].endswith(
         "quality.html"
