@@ -93,7 +93,12 @@ def run_monitoring(
     (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     write_index(settings.reports_dir)
     if settings.pushgateway_url:
-        push_to_prometheus(summary, settings.pushgateway_url)
+        try:
+            push_to_prometheus(summary, settings.pushgateway_url)
+        except OSError as exc:
+            raise MonitoringError(
+                f"Pushgateway {settings.pushgateway_url} unreachable ({exc}); the report is in {out}"
+            ) from exc
     return summary
 
 

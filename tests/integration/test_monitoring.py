@@ -209,3 +209,17 @@ def test_retrain_on_drift_trains_and_promotes_through_the_gate(
         "name = 'emotitrack-sentiment'"
     )
     assert sorted(int(v.version) for v in versions) == [1, 2]
+
+
+def test_an_unreachable_pushgateway_is_one_line_and_exit_2(
+    registry: Registry, imdb_traffic: str, tmp_path: Path
+) -> None:
+    gateway = "http://127.0.0.1:9"  # discard port: connection refused
+    done = monitor(
+        registry, imdb_traffic, tmp_path / "reports", env={"EMOTITRACK_PUSHGATEWAY_URL": gateway}
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1].startswith(f"error: Pushgateway {gateway} unreachable")
+    )
+    assert "Traceback" not in done.stderr
