@@ -24,7 +24,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.pyfunc import PyFuncModel
 
-from training.model import PROBABILITY_PREFIX, SentimentModel
+from training.model import PROBABILITY_PREFIX, SentimentModel, probabilities
 
 log = logging.getLogger("emotitrack.serving")
 
@@ -142,8 +142,7 @@ def _scorer(
         pipeline = inner.pipeline
 
         def score_pipeline(texts: list[str]) -> np.ndarray:
-            proba = pipeline.predict_proba(texts).astype(np.float64)
-            return proba / proba.sum(axis=1, keepdims=True)
+            return probabilities(pipeline, texts)
 
         return inner.classes, score_pipeline
     sample = pd.DataFrame(pyfunc.predict(pd.DataFrame({"text": ["warm-up"]})))

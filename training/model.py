@@ -78,10 +78,16 @@ def load_pipeline(path: Path) -> Pipeline:
         return cast(Pipeline, pickle.load(f))  # noqa: S301 - our own registry's artifact  # nosec B301
 
 
-def prediction_table(pipeline: Pipeline, texts: list[str]) -> pd.DataFrame:
-    """One row per text: ``label``, ``confidence`` and ``prob_<class>`` for every class."""
+def probabilities(pipeline: Pipeline, texts: list[str]) -> np.ndarray:
+    """Class probabilities (rows x classes) that sum to 1 in float64."""
     proba = pipeline.predict_proba(texts).astype(np.float64)
     proba /= proba.sum(axis=1, keepdims=True)  # float32 features: renormalise in float64
+    return proba
+
+
+def prediction_table(pipeline: Pipeline, texts: list[str]) -> pd.DataFrame:
+    """One row per text: ``label``, ``confidence`` and ``prob_<class>`` for every class."""
+    proba = probabilities(pipeline, texts)
     classes = [str(c) for c in pipeline.classes_]
     best = proba.argmax(axis=1)
     table = pd.DataFrame(
