@@ -73,11 +73,13 @@ def _monitor(args: argparse.Namespace, _training_settings: object) -> int:
         return EXIT_CANNOT_RUN
     verdict = "DRIFT" if summary.dataset_drift else "no drift"
     drifted = [name for name, c in summary.columns.items() if c.drifted]
+    skipped = "".join(f"; {name} drift {why}" for name, why in summary.skipped_columns.items())
     print(
         f"{verdict}: {summary.drifted_columns} of {len(summary.columns)} columns drifted "
         f"({', '.join(drifted) or 'none'}); {summary.counts['current']} predictions of "
         f"{summary.model['name']} v{summary.model['version']}; report {summary.report_html}; "
         f"index {settings.reports_dir / 'index.html'}; MLflow run {summary.mlflow_run_id}"
+        f"{skipped}"
     )
     if summary.dataset_drift and args.retrain_on_drift:
         _retrain(settings, summary.report_html)

@@ -17,13 +17,17 @@ from evidently import (
 from evidently.core.report import Snapshot
 from evidently.presets import ClassificationPreset, DataDriftPreset
 
-from monitoring.descriptors import DESCRIPTOR_COLUMNS
+from serving.descriptors import DESCRIPTOR_COLUMNS
 
 SCHEMA_VERSION = 1
 TEXT_COLUMNS = ["text"]
 NUMERICAL_COLUMNS = [*DESCRIPTOR_COLUMNS, "confidence"]
 CATEGORICAL_COLUMNS = ["predicted_label"]
 MONITORED_COLUMNS = [*TEXT_COLUMNS, *NUMERICAL_COLUMNS, *CATEGORICAL_COLUMNS]
+TEXT_DRIFT_SKIPPED = (
+    "skipped: the window's texts are not in the prediction log (EMOTITRACK_STORE_TEXT=false); "
+    "drift is judged on the logged descriptors and predictions"
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class DriftSummary:
     predictions: dict[str, Any]
     quality: dict[str, Any]
     report_html: str = ""
+    skipped_columns: dict[str, str] = field(default_factory=dict)  # column -> why
     schema_version: int = SCHEMA_VERSION
     mlflow_run_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -58,20 +63,23 @@ class DriftSummary:
         return asdict(self)
 
 
-def run_report(reference: pd.DataFrame, current: pd.DataFrame, drift_share: float) -> Snapshot:
-    """Evidently's data drift preset: domain-classifier text drift on the raw text, statistical
-    tests on descriptors, predicted labels and confidence."""
+def run_report(
+    reference: pd.DataFrame, current: pd.DataFrame, drift_share: float, *, with_text: bool = True
+) -> Snapshot:
+    """Evidently's data drift preset: domain-classifier text drift on the raw text (unless
+    ``with_text`` is off: no texts were logged), statistical tests on descriptors, predicted
+    labels and confidence."""
+    text_columns = TEXT_COLUMNS if with_text else []
+    columns = [*text_columns, *NUMERICAL_COLUMNS, *CATEGORICAL_COLUMNS]
     definition = DataDefinition(
-        text_columns=TEXT_COLUMNS,
+        text_columns=text_columns,
         numerical_columns=NUMERICAL_COLUMNS,
         categorical_columns=CATEGORICAL_COLUMNS,
     )
-    report = Report([DataDriftPreset(columns=MONITORED_COLUMNS, drift_share=drift_share)])
+    report = Report([DataDriftPreset(columns=columns, drift_share=drift_share)])
     return report.run(
-        reference_data=Dataset.from_pandas(
-            reference[MONITORED_COLUMNS], data_definition=definition
-        ),
-        current_data=Dataset.from_pandas(current[MONITORED_COLUMNS], data_definition=definition),
+        reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
+        current_data=Dataset.from_pandas(current[columns], data_definition=definition),
     )
 
 

@@ -16,8 +16,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
-from monitoring.descriptors import with_descriptors
+from monitoring.descriptors import describe_window, with_descriptors
 from monitoring.drift import (
+    TEXT_DRIFT_SKIPPED,
     DriftSummary,
     column_drifts,
     drifted_share,
@@ -25,6 +26,7 @@ from monitoring.drift import (
     run_report,
 )
 from monitoring.settings import MonitoringSettings
+from serving.descriptors import TextDescriber
 from serving.model_store import ModelRef, ModelUnavailable, resolve
 from serving.prediction_log import PredictionReader
 from training.progress import step
@@ -66,20 +68,27 @@ def run_monitoring(
     with step("reading the current window from the prediction log"):
         current = _current(settings, window, None if all_versions else ref.version)
     with step(f"loading {ref.load_uri} for its vocabulary"):
-        pipeline = _pipeline(ref)
+        describer = TextDescriber.for_pipeline(_pipeline(ref))
     reference = reference.rename(columns={"label": "true_label"})
     current = current.rename(columns={"label": "predicted_label"})
     # The report runs on seeded samples of at most max_report_rows per side (100k rows took
     # 67-112 s in full, 14-17 s sampled, same verdicts: benchmarks/DRIFT.md); the summary's
     # counts, label shares, confidences and quality use every row.
-    report_reference = with_descriptors(_sample(reference, settings.max_report_rows), pipeline)
-    report_current = with_descriptors(_sample(current, settings.max_report_rows), pipeline)
+    report_reference = with_descriptors(_sample(reference, settings.max_report_rows), describer)
+    report_current = describe_window(_sample(current, settings.max_report_rows), describer)
+    # Without every text (EMOTITRACK_STORE_TEXT=false for some or all of the window) the text
+    # domain classifier has nothing to compare; the descriptors were logged in its place.
+    with_text = bool(report_current["text"].notna().all())
     with step(
         f"Evidently drift report: {len(report_reference)} reference vs "
-        f"{len(report_current)} current rows"
+        f"{len(report_current)} current rows{'' if with_text else ' (no texts: descriptors only)'}"
     ):
-        snapshot = run_report(report_reference, report_current, settings.drift_share)
+        snapshot = run_report(
+            report_reference, report_current, settings.drift_share, with_text=with_text
+        )
     summary = _summarise(snapshot, reference, current, ref, window, settings)
+    if not with_text:
+        summary.skipped_columns["text"] = TEXT_DRIFT_SKIPPED
     quality = None
     if summary.quality["current_accuracy"] is not None:
         with step(f"Evidently quality report on {summary.counts['feedback']} feedback labels"):
@@ -232,6 +241,7 @@ def _log_to_mlflow(summary: DriftSummary, out: Path, settings: MonitoringSetting
     with mlflow.start_run(run_name=f"drift {summary.window['end']}") as run:
         mlflow.set_tags(
             {"model_name": summary.model["name"], "model_version": summary.model["version"]}
+            | {f"skipped_{name}": why for name, why in summary.skipped_columns.items()}
         )
         mlflow.log_params(
             {

@@ -4,8 +4,8 @@
 # from their annotations, and those models are built per app (configured limits) in a closure.
 
 import asyncio
+import hashlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -16,16 +16,26 @@ import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.batching import MicroBatcher
+from serving.descriptors import TextDescriber
+from serving.guards import (
+    ApiKeyGuard,
+    ApiKeys,
+    BodySizeLimit,
+    RequestTimeout,
+    document_api_keys,
+)
 from serving.invocations import PayloadError, texts_from_payload
 from serving.metrics import ServingMetrics, build_metrics
 from serving.model_store import LoadedModel, ModelStore
 from serving.prediction_log import PredictionLog, PredictionRecord, new_request_id
 from serving.schemas import (
+    NUL_PROBLEM,
     BatchResponse,
     ErrorResponse,
     FeedbackRequest,
@@ -46,6 +56,10 @@ VERSION = "0.1.0"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed body (not JSON, not a known payload)."},
+    408: {
+        "model": ErrorResponse,
+        "description": "Body not received within EMOTITRACK_REQUEST_TIMEOUT_S.",
+    },
     413: {"model": ErrorResponse, "description": "Body larger than the configured limit."},
     415: {
         "model": ErrorResponse,
@@ -57,7 +71,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
     503: {
         "model": ErrorResponse,
-        "description": "No model loaded yet (none promoted, or registry down).",
+        "description": "No model loaded yet (none promoted, or registry down), or the request "
+        "was not answered within EMOTITRACK_REQUEST_TIMEOUT_S.",
     },
 }
 
@@ -80,6 +95,8 @@ class Service:
             buffer_rows=settings.log_buffer_rows,
         )
         self._synced = {"written": 0, "spilled": 0, "dropped": 0, "replayed": 0}
+        # model version -> its describer, loading or loaded (only without stored texts)
+        self._describers: dict[str, asyncio.Task[TextDescriber]] = {}
 
     def _record_outcome(self, outcome: str, model: LoadedModel | None) -> None:
         self.metrics.reloads.labels(outcome=outcome).inc()
@@ -110,11 +127,22 @@ class Service:
         started = time.perf_counter()
         proba = await self.batcher.score(model.score, texts)
         latency_ms = (time.perf_counter() - started) * 1000
+        stored_texts: list[str | None] = list(texts)
+        hashes: list[str | None] = [None] * len(texts)
+        descriptors: list[dict[str, float] | None] = [None] * len(texts)
+        if not self.settings.store_text:
+            stored_texts = [None] * len(texts)
+            hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+            # shielded: a request that times out must not cancel the load others wait for
+            describer = await asyncio.shield(self.describer(model))
+            descriptors = describer.describe(texts).to_dict("records")  # type: ignore[assignment]
         now = datetime.now(UTC)
         classes = model.classes
         best = proba.argmax(axis=1)
         predictions, records = [], []
-        for text, row, index in zip(texts, proba.tolist(), best.tolist(), strict=True):
+        for text, text_sha256, described, row, index in zip(
+            stored_texts, hashes, descriptors, proba.tolist(), best.tolist(), strict=True
+        ):
             probabilities = dict(zip(classes, row, strict=True))
             request_id = new_request_id()
             predictions.append(
@@ -138,11 +166,24 @@ class Service:
                     model_version=model.version,
                     latency_ms=latency_ms,
                     endpoint=endpoint,
+                    text_sha256=text_sha256,
+                    descriptors=described,
                 )
             )
         self.prediction_log.submit(records)
         self._count(model, proba, best)
         return model, predictions
+
+    def describer(self, model: LoadedModel) -> asyncio.Task[TextDescriber]:
+        """The descriptors' tokenizer and vocabulary of ``model``, loaded once per version in a
+        thread (the model store keeps only the scorer; the artifact is small)."""
+        task = self._describers.get(model.version)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(load_describer, model.ref.load_uri)
+            )
+            self._describers = {model.version: task}  # older versions' describers go
+        return task
 
     def _count(self, model: LoadedModel, proba: np.ndarray, best: np.ndarray) -> None:
         self.metrics.log_queued.inc(len(best))
@@ -161,6 +202,8 @@ class Service:
                 raise HTTPException(
                     422, detail=f"{where} is empty or whitespace; send the text to classify"
                 )
+            if "\x00" in text:
+                raise HTTPException(422, detail=f"{where}: {NUL_PROBLEM}")
             if len(text) > limit:
                 raise HTTPException(
                     422, detail=f"{where} has {len(text)} characters; the limit is {limit}"
@@ -188,6 +231,19 @@ class Service:
         self.metrics.log_store_up.set(1 if counters.store_up else 0)
 
 
+def load_describer(load_uri: str) -> TextDescriber:
+    """The model's own tokenizer and vocabulary; without them (another kind of pyfunc, or the
+    artifact unreadable now) descriptors are still computed, with no out-of-vocabulary share."""
+    import mlflow
+
+    try:
+        pipeline = mlflow.pyfunc.load_model(load_uri).unwrap_python_model().pipeline
+    except Exception as exc:
+        log.warning("descriptors of %s without its vocabulary: %s", load_uri, type(exc).__name__)
+        pipeline = None
+    return TextDescriber.for_pipeline(pipeline)
+
+
 async def get_service(request: Request) -> Service:
     # async: a plain def dependency would send every request through the threadpool
     service: Service = request.app.state.service
@@ -206,7 +262,7 @@ async def require_admin(
     if token is None:
         raise HTTPException(404, detail="admin endpoints are disabled: set EMOTITRACK_ADMIN_TOKEN")
     given = credentials.credentials if credentials else ""
-    if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+    if not ApiKeys([token]).accepts(given.encode()):  # hashed, then compared in constant time
         raise HTTPException(
             401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
@@ -250,8 +306,23 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     _add_error_handlers(app)
     _add_routes(app, settings)
     routes = {getattr(r, "path", "") for r in app.routes}
-    app.add_middleware(MetricsMiddleware, routes=routes)
+    # Added innermost first. Outermost to innermost: CORS (answers preflights, labels every
+    # answer), metrics (count refusals too), timeout, size limit, API key, routes.
+    keys = ApiKeys(settings.api_keys)
+    if keys:
+        app.add_middleware(ApiKeyGuard, keys=keys)
+        document_api_keys(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestTimeout, timeout_s=settings.request_timeout_s)
+    app.add_middleware(MetricsMiddleware, routes=routes)
+    if settings.cors_origins:  # closed by default: no CORS headers, browsers refuse
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+            max_age=600,
+        )
     return app
 
 
@@ -486,51 +557,6 @@ class OrjsonResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
-
-
-class BodySizeLimit:
-    """Refuse bodies over ``max_bytes`` with 413 before they are read or parsed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        response = JSONResponse(
-            {"detail": f"request body over {self.max_bytes} bytes"}, status_code=413
-        )
-        await response({"type": "http"}, _no_body, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 class MetricsMiddleware:

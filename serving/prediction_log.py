@@ -5,6 +5,11 @@ through ``PredictionReader``. Writes happen on a background thread, in batches. 
 down or slow, records wait in a bounded in-memory buffer and then spill to JSON-lines files,
 replayed once the store answers again. Inserts ignore request ids already present, so a replay
 never duplicates a record.
+
+With ``EMOTITRACK_STORE_TEXT`` off a record carries no text, only its SHA-256 and its descriptors
+(``serving.descriptors``); ``text`` is then stored empty. Empty, not NULL: logs created before
+this option have ``text NOT NULL``, and an empty text is otherwise impossible (the API refuses
+blank texts). Older logs get the new columns added when the writer starts, and read as before.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from serving.descriptors import DESCRIPTOR_COLUMNS
+
 log = logging.getLogger("emotitrack.serving")
 
 METADATA = sa.MetaData()
@@ -42,7 +49,11 @@ PREDICTIONS = sa.Table(
     sa.Column("model_version", sa.String(64), nullable=False, index=True),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("endpoint", sa.String(32), nullable=False),
+    # Set only when the text itself is not stored (EMOTITRACK_STORE_TEXT=false):
+    sa.Column("text_sha256", sa.String(64), nullable=True),
+    *(sa.Column(name, sa.Float, nullable=True) for name in DESCRIPTOR_COLUMNS),
 )
+ADDED_COLUMNS = ("text_sha256", *DESCRIPTOR_COLUMNS)  # absent from logs written before them
 FEEDBACK = sa.Table(
     "feedback",
     METADATA,
@@ -58,11 +69,11 @@ def new_request_id() -> str:
 
 @dataclass(frozen=True)
 class PredictionRecord:
-    """One acknowledged prediction."""
+    """One acknowledged prediction. ``text`` is None when only its hash and descriptors are kept."""
 
     request_id: str
     created_at: datetime
-    text: str
+    text: str | None
     label: str
     confidence: float
     probabilities: dict[str, float]
@@ -70,13 +81,15 @@ class PredictionRecord:
     model_version: str
     latency_ms: float
     endpoint: str
+    text_sha256: str | None = None
+    descriptors: dict[str, float] | None = None
 
     def to_row(self) -> dict[str, Any]:
         # Built by hand: dataclasses.asdict deep-copies, and this runs once per prediction.
-        return {
+        row = {
             "request_id": self.request_id,
             "created_at": self.created_at,
-            "text": self.text,
+            "text": "" if self.text is None else self.text,
             "label": self.label,
             "confidence": self.confidence,
             "probabilities": json.dumps(self.probabilities),
@@ -84,7 +97,11 @@ class PredictionRecord:
             "model_version": self.model_version,
             "latency_ms": self.latency_ms,
             "endpoint": self.endpoint,
+            "text_sha256": self.text_sha256,
         }
+        for name in DESCRIPTOR_COLUMNS:
+            row[name] = self.descriptors[name] if self.descriptors else None
+        return row
 
     def to_json(self) -> str:
         row = self.to_row()
@@ -93,9 +110,14 @@ class PredictionRecord:
 
     @classmethod
     def from_json(cls, line: str) -> PredictionRecord:
+        """A spill-file line, also one written before hashes and descriptors existed."""
         row = json.loads(line)
         row["created_at"] = datetime.fromisoformat(row["created_at"])
         row["probabilities"] = json.loads(row["probabilities"])
+        descriptors = {name: row.pop(name) for name in DESCRIPTOR_COLUMNS if name in row}
+        row["descriptors"] = descriptors if row.get("text_sha256") else None
+        if row["text"] == "" and row.get("text_sha256"):
+            row["text"] = None
         return cls(**row)
 
 
@@ -270,6 +292,7 @@ class PredictionLog:
         assert self._engine is not None
         try:
             METADATA.create_all(self._engine)
+            _add_missing_columns(self._engine)
         except sa.exc.SQLAlchemyError as exc:
             self._mark_down(exc)
             return
@@ -329,6 +352,18 @@ class PredictionLog:
             log.info("prediction log: replayed %d spilled records from %s", len(records), path.name)
 
 
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Bring a log created by an older version up to date: the added columns are nullable, so
+    ``ADD COLUMN`` is enough on SQLite and PostgreSQL, and old rows keep their texts."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns(PREDICTIONS.name)}
+    with engine.begin() as conn:
+        for name in ADDED_COLUMNS:
+            if name not in present:
+                column = PREDICTIONS.c[name]
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {PREDICTIONS.name} ADD COLUMN {name} {kind}"))
+
+
 def _redact(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 
@@ -349,7 +384,9 @@ class PredictionReader:
     ) -> pd.DataFrame:
         """Predictions (newest window first selected, returned oldest first), with the
         feedback label joined as ``true_label`` where one was given."""
-        query = sa.select(*PREDICTIONS.c, FEEDBACK.c.label.label("true_label")).select_from(
+        present = {c["name"] for c in sa.inspect(self.engine).get_columns(PREDICTIONS.name)}
+        columns = [c for c in PREDICTIONS.c if c.name in present]
+        query = sa.select(*columns, FEEDBACK.c.label.label("true_label")).select_from(
             PREDICTIONS.outerjoin(FEEDBACK, PREDICTIONS.c.request_id == FEEDBACK.c.request_id)
         )
         if since is not None:
@@ -366,4 +403,9 @@ class PredictionReader:
         if frame.empty:
             return pd.DataFrame(columns=[*PREDICTIONS.c.keys(), "true_label"])
         frame["probabilities"] = frame["probabilities"].map(json.loads)
+        for name in ADDED_COLUMNS:  # a log written before these columns existed
+            if name not in frame:
+                frame[name] = None
+        # Texts that were not stored read as missing, not as empty texts.
+        frame["text"] = frame["text"].where(frame["text"] != "", None)
         return frame.iloc[::-1].reset_index(drop=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, create_model
 
 
 class Strict(BaseModel):
@@ -13,6 +13,15 @@ class Strict(BaseModel):
 
 
 NOT_BLANK = r"\S"  # at least one non-whitespace character (pydantic patterns search)
+# NUL never belongs in natural text, and PostgreSQL cannot store it in a text column: a record
+# carrying one would fail its whole batch in the prediction log.
+NUL_PROBLEM = "contains NUL characters (\\u0000); remove them"
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError(NUL_PROBLEM)
+    return text
 
 
 def request_models(
@@ -26,8 +35,10 @@ def request_models(
             min_length=1,
             max_length=max_text_chars,
             pattern=NOT_BLANK,
-            description=f"Text to classify: not blank, at most {max_text_chars} characters.",
+            description=f"Text to classify: not blank, no NUL, at most {max_text_chars} "
+            "characters.",
         ),
+        AfterValidator(_no_nul),
     ]
     predict = create_model("PredictRequest", __base__=Strict, text=(text, ...))
     batch = create_model(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from training.settings import PRODUCTION_MODEL_URI, tracking_uri_field
 
@@ -29,6 +31,28 @@ class ServingSettings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for /admin/*; the admin endpoints are off without it."
+    )
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description="API keys for /predict, /predict/batch, /invocations and /feedback, as a "
+        "comma-separated list or a JSON list; sent as `Authorization: Bearer <key>` or "
+        "`X-API-Key: <key>`. Empty: those endpoints are open.",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Origins browsers may call the API from (comma-separated or JSON list; `*` "
+        "for any). Empty: no CORS headers, so browsers refuse cross-origin calls.",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time a request may take, body upload included: slower ones get "
+        "408 (body not received in time) or 503 (not answered in time).",
+    )
+    store_text: bool = Field(
+        True,
+        description="Keep the raw text in the prediction log. False: only its SHA-256 and its "
+        "descriptors (length, word count, out-of-vocabulary share, non-letter share).",
     )
     max_text_chars: int = Field(20_000, gt=0, description="Longest text accepted.")
     max_batch_texts: int = Field(1_000, gt=0, description="Most texts in one batch request.")
@@ -58,3 +82,13 @@ class ServingSettings(BaseSettings):
     log_buffer_rows: int = Field(
         50_000, gt=0, description="Records held in memory before they spill to disk."
     )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """A JSON list or comma-separated values (what fits in one environment variable)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        items = json.loads(text) if text.startswith("[") else text.split(",")
+        return tuple(str(item).strip() for item in items if str(item).strip())

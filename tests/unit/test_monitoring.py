@@ -10,9 +10,10 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from emotitrack.cli import main
-from monitoring.descriptors import describe_texts, with_descriptors
+from monitoring.descriptors import with_descriptors
 from monitoring.drift import MONITORED_COLUMNS, column_drifts, drifted_share, run_report
 from monitoring.job import write_index
+from serving.descriptors import describe_texts
 from training.model import Hyperparameters, build_pipeline
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
 
 from serving.prediction_log import PredictionLog, PredictionReader, PredictionRecord, new_request_id
 
@@ -111,3 +116,85 @@ def test_reader_windows_and_versions(tmp_path: Path) -> None:
     assert last_two["true_label"].isna().tolist() == [True, False]
     assert last_two["true_label"].iloc[1] == "negative"
     assert reader.read(since=now + timedelta(days=1)).empty
+
+
+def hashed(i: int) -> PredictionRecord:
+    """A record as serving builds it with EMOTITRACK_STORE_TEXT=false."""
+    text = f"text {i}"
+    descriptors = {"text_length": 6.0, "word_count": 2.0, "oov_share": 0.5, "non_letter_share": 0.5}
+    return replace(
+        record(i),
+        text=None,
+        text_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        descriptors=descriptors,
+    )
+
+
+def test_hashed_records_keep_no_text_on_disk_and_read_back(tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    down = PredictionLog(UNREACHABLE, spill, flush_interval_s=0.05)
+    down.start()
+    records = [hashed(i) for i in range(3)]
+    down.submit(records)
+    down.close()
+    spilled = "".join(p.read_text() for p in down.spill_files())
+    assert "text 1" not in spilled and records[1].text_sha256 in spilled  # type: ignore[operator]
+    assert [PredictionRecord.from_json(line) for line in spilled.splitlines()] == records
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    up = PredictionLog(url, spill, flush_interval_s=0.05)
+    up.start()
+    deadline = time.monotonic() + 10
+    while up.spill_files() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    up.close()
+    frame = PredictionReader(url).read()
+    assert frame["text"].isna().all()
+    assert list(frame["text_sha256"]) == [r.text_sha256 for r in records]
+    assert frame["oov_share"].tolist() == [0.5, 0.5, 0.5]
+    assert b"text 1" not in (tmp_path / "log.db").read_bytes()
+
+
+OLD_SCHEMA = """CREATE TABLE predictions (
+    request_id VARCHAR(64) NOT NULL PRIMARY KEY, created_at DATETIME NOT NULL, text TEXT NOT NULL,
+    label VARCHAR(64) NOT NULL, confidence FLOAT NOT NULL, probabilities TEXT NOT NULL,
+    model_name VARCHAR(256) NOT NULL, model_version VARCHAR(64) NOT NULL,
+    latency_ms FLOAT NOT NULL, endpoint VARCHAR(32) NOT NULL)"""
+OLD_FEEDBACK = """CREATE TABLE feedback (request_id VARCHAR(64) NOT NULL PRIMARY KEY,
+    label VARCHAR(64) NOT NULL, created_at DATETIME NOT NULL)"""
+
+
+def test_a_log_written_before_hashes_still_reads_and_takes_hashed_records(tmp_path: Path) -> None:
+    """Migration: the table as the first release created it (text NOT NULL, no hash or
+    descriptor columns), with a row in it, and a spill line from that release."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text(OLD_SCHEMA))
+        conn.execute(sa.text(OLD_FEEDBACK))
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions VALUES ('old-1', '2026-01-01 00:00:00.000000', "
+                "'an old review', 'positive', 0.9, '{\"negative\": 0.1, \"positive\": 0.9}', "
+                "'m', '1', 2.0, 'predict')"
+            )
+        )
+    old = PredictionReader(url).read()
+    assert old.loc[0, "text"] == "an old review" and old["text_sha256"].isna().all()
+
+    old_spill_line = (
+        '{"request_id": "old-2", "created_at": "2026-01-01T00:00:01+00:00", "text": "older", '
+        '"label": "negative", "confidence": 0.8, "probabilities": "{\\"negative\\": 0.8}", '
+        '"model_name": "m", "model_version": "1", "latency_ms": 1.0, "endpoint": "batch"}'
+    )
+    assert PredictionRecord.from_json(old_spill_line).text == "older"
+
+    log = PredictionLog(url, tmp_path / "spill", flush_interval_s=0.05)
+    log.start()
+    new = hashed(1)
+    log.submit([new])
+    log.close()
+    assert log.counters.written == 1 and log.counters.spilled == 0
+    frame = PredictionReader(url).read().set_index("request_id")
+    assert frame.loc["old-1", "text"] == "an old review"
+    assert pd.isna(frame.loc[new.request_id, "text"])
+    assert frame.loc[new.request_id, "word_count"] == 2.0
