@@ -15,10 +15,12 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.batching import MicroBatcher
@@ -35,7 +37,6 @@ from serving.metrics import ServingMetrics, build_metrics
 from serving.model_store import LoadedModel, ModelStore
 from serving.prediction_log import PredictionLog, PredictionRecord, new_request_id
 from serving.schemas import (
-    NUL_PROBLEM,
     BatchResponse,
     ErrorResponse,
     FeedbackRequest,
@@ -48,6 +49,7 @@ from serving.schemas import (
     ReloadResponse,
     ServiceInfo,
     request_models,
+    storable_text_problem,
 )
 from serving.settings import ServingSettings
 
@@ -202,8 +204,9 @@ class Service:
                 raise HTTPException(
                     422, detail=f"{where} is empty or whitespace; send the text to classify"
                 )
-            if "\x00" in text:
-                raise HTTPException(422, detail=f"{where}: {NUL_PROBLEM}")
+            problem = storable_text_problem(text)
+            if problem:
+                raise HTTPException(422, detail=f"{where} {problem}")
             if len(text) > limit:
                 raise HTTPException(
                     422, detail=f"{where} has {len(text)} characters; the limit is {limit}"
@@ -506,7 +509,22 @@ def _add_routes(app: FastAPI, settings: ServingSettings) -> None:
         return ReloadResponse(outcome=outcome, model_version=current.version if current else None)
 
 
+# What FastAPI answers when the JSON parser fails with anything but a syntax error: invalid
+# UTF-8, nesting past the recursion limit, an integer over Python's 4,300 digits.
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+BODY_PARSE_PROBLEM = (
+    "request body could not be parsed: not valid UTF-8 JSON, nested too deeply, or a number "
+    'too long; send a JSON object such as {"text": "..."}'
+)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
+            exc = StarletteHTTPException(400, detail=BODY_PARSE_PROBLEM)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,7 +55,7 @@ class BodySizeLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise _TooLarge
+                raise _TooLarge(self.max_bytes)
             return message
 
         try:
@@ -67,8 +67,12 @@ class BodySizeLimit:
         await _answer(send, 413, f"request body over {self.max_bytes} bytes")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException, because FastAPI turns any other exception raised while it reads the
+    body into a 400; this one it answers as it is."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, detail=f"request body over {max_bytes} bytes")
 
 
 class RequestTimeout:

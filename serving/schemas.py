@@ -13,14 +13,21 @@ class Strict(BaseModel):
 
 
 NOT_BLANK = r"\S"  # at least one non-whitespace character (pydantic patterns search)
-# NUL never belongs in natural text, and PostgreSQL cannot store it in a text column: a record
-# carrying one would fail its whole batch in the prediction log.
+# NUL never belongs in natural text, and PostgreSQL refuses it in a text column: a record with
+# one would fail its whole batch in the prediction log. (Lone surrogates, the other unstorable
+# strings, are refused by the JSON parsers already: pydantic for /predict, orjson for /invocations.)
 NUL_PROBLEM = "contains NUL characters (\\u0000); remove them"
 
 
-def _no_nul(text: str) -> str:
-    if "\x00" in text:
-        raise ValueError(NUL_PROBLEM)
+def storable_text_problem(text: str) -> str | None:
+    """What keeps ``text`` out of the prediction log, or None."""
+    return NUL_PROBLEM if "\x00" in text else None
+
+
+def _storable(text: str) -> str:
+    problem = storable_text_problem(text)
+    if problem:
+        raise ValueError(problem)
     return text
 
 
@@ -38,7 +45,7 @@ def request_models(
             description=f"Text to classify: not blank, no NUL, at most {max_text_chars} "
             "characters.",
         ),
-        AfterValidator(_no_nul),
+        AfterValidator(_storable),
     ]
     predict = create_model("PredictRequest", __base__=Strict, text=(text, ...))
     batch = create_model(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -171,6 +173,57 @@ BAD_INPUTS = [
     ("/invocations", b"not json", JSON, 400, "not valid JSON"),
     ("/invocations", b'{"instances": [""]}', JSON, 422, "empty"),
     ("/feedback", b'{"request_id": 5, "label": "positive"}', JSON, 422, "body.request_id"),
+    # hostile input: each gets its documented 4xx, never a 500
+    ("/predict", b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}", JSON, 400, "nested too deeply"),
+    (
+        "/invocations",
+        b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        JSON,
+        400,
+        "not valid JSON",
+    ),
+    ("/predict", b'{"text": "caf\xe9 \xff"}', JSON, 400, "not valid UTF-8 JSON"),
+    ("/invocations", b"text\ncaf\xe9 \xff\n", {"content-type": "text/csv"}, 400, "not UTF-8 CSV"),
+    ("/predict", b'{"text": "a\\u0000b"}', JSON, 422, "NUL"),
+    ("/predict/batch", b'{"texts": ["fine", "a\\u0000"]}', JSON, 422, "NUL"),
+    ("/invocations", b'{"instances": ["a\\u0000b"]}', JSON, 422, "text contains NUL"),
+    ("/predict", b'{"text": "a\x00b"}', JSON, 400, "not valid JSON"),  # raw NUL byte
+    ("/predict", b'{"text": "lone \\ud800 half"}', JSON, 422, "unable to parse raw data"),
+    ("/invocations", b'{"instances": ["lone \\ud800 half"]}', JSON, 400, "no low surrogate"),
+    ("/predict", b'{"text": "' + b"a" * 100_000 + b'"}', JSON, 413, "over 20000 bytes"),
+    ("/predict", b'{"text": true}', JSON, 422, "body.text: Input should be a valid string"),
+    ("/predict", b'{"text": 1e999}', JSON, 422, "body.text"),
+    ("/predict", b'{"text": ' + b"9" * 5000 + b"}", JSON, 400, "not valid UTF-8 JSON"),
+    ("/predict", b'["just a text"]', JSON, 422, "body"),
+    ("/predict", b"", JSON, 422, "body: Field required"),
+    ("/predict/batch", b'{"texts": [null]}', JSON, 422, "body.texts.0"),
+    ("/predict/batch", b'{"texts": "one text"}', JSON, 422, "body.texts"),
+    ("/predict/batch", b'{"texts": [false, 0]}', JSON, 422, "body.texts.0"),
+    (
+        "/invocations",
+        b'{"instances": [null]}',
+        JSON,
+        400,
+        "row 0: expected a text string, got NoneType",
+    ),
+    ("/feedback", b'{"request_id": "x", "label": false}', JSON, 422, "body.label"),
+    ("/feedback", b'{"request_id": null, "label": "positive"}', JSON, 422, "body.request_id"),
+    ("/predict", b'{"text": "a"}', {"content-type": "text/plain"}, 415, "got text/plain"),
+    ("/predict", b'{"text": "a"}', {}, 415, "got none"),
+    (
+        "/predict/batch",
+        b"texts=a",
+        {"content-type": "multipart/form-data; boundary=x"},
+        415,
+        "Content-Type",
+    ),
+    (
+        "/invocations",
+        b"<texts><text>a</text></texts>",
+        {"content-type": "application/xml"},
+        400,
+        "not valid JSON",
+    ),
 ]
 
 
@@ -182,6 +235,68 @@ def test_bad_input_gets_a_4xx_that_says_what_to_fix(
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
     assert httpx.get(f"{api.url}/ready").status_code == 200
+
+
+ACCEPTED_TEXTS = [
+    "Loved it 😀🎬👍🏽 — best film of the year! 👨‍👩‍👧",  # emoji, skin tone, ZWJ sequence
+    "הסרט היה נהדר, אהבתי כל רגע",  # Hebrew (right to left)
+    "كان الفيلم رائعا جدا",  # Arabic (right to left)
+    "Great \u202efilm\u202c with \u200bzero\u200d-width and bidi controls",
+    "Ze\u0301ro combining marks: cafe\u0301, n\u0303",
+    "\t tabs,\r\n newlines\u0007 and a bell \u001b[31m ANSI\u001b[0m",
+]
+
+
+@pytest.mark.parametrize("text", ACCEPTED_TEXTS, ids=range(len(ACCEPTED_TEXTS)))
+def test_unusual_but_valid_text_is_classified_and_logged_as_sent(
+    api: ApiServer, registry: Registry, text: str
+) -> None:
+    answer = httpx.post(f"{api.url}/predict", json={"text": text})
+    assert answer.status_code == 200, answer.text
+    request_id = answer.json()["request_id"]
+    assert logged(registry, {request_id}).loc[request_id, "text"] == text
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(api: ApiServer) -> None:
+    """Without a Content-Length (chunked), and with a false one: 413 either way."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"text": "'
+        for _ in range(100):  # 1 MB in all, far over the 20,000-byte limit
+            yield b"a" * 10_000
+        yield b'"}'
+
+    chunked = httpx.post(f"{api.url}/predict", content=chunks(), headers=JSON)
+    assert chunked.status_code == 413 and "over 20000 bytes" in chunked.json()["detail"]
+    # a client that claims 1 GB is answered at once, before it sends any of it
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as raw:
+        raw.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000000\r\n\r\n"
+        )
+        assert raw.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_duplicate_feedback_sent_at_once_is_stored_once(api: ApiServer) -> None:
+    request_id = httpx.post(f"{api.url}/predict", json={"text": "Fine."}).json()["request_id"]
+    body = {"request_id": request_id, "label": "positive"}
+
+    async def send_both() -> list[int]:
+        async with httpx.AsyncClient(base_url=api.url) as client:
+            answers = await asyncio.gather(*(client.post("/feedback", json=body) for _ in range(5)))
+        return sorted(a.status_code for a in answers)
+
+    assert asyncio.run(send_both()) == [200, 409, 409, 409, 409]
+
+
+def test_after_all_the_hostile_input_no_5xx_and_the_server_still_works(api: ApiServer) -> None:
+    # named to run after the tables above (pytest keeps file order)
+    for series, count in api.scrape().items():
+        if series.startswith("emotitrack_http_requests_total{"):
+            assert 'status="5' not in series or count == 0, series
+    assert httpx.get(f"{api.url}/health").json() == {"status": "ok"}
+    answer = httpx.post(f"{api.url}/predict", json={"text": "A wonderful film."})
+    assert answer.status_code == 200 and answer.json()["sentiment"] == "positive"
 
 
 def test_admin_reload_needs_the_token(api: ApiServer) -> None:
@@ -234,6 +349,18 @@ def test_openapi_documents_every_error_code(api: ApiServer) -> None:
     predict = spec["paths"]["/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(predict)
     assert {"404", "409"} <= set(spec["paths"]["/feedback"]["post"]["responses"])
+    assert set(spec["components"]["securitySchemes"]) == {"HTTPBearer"}  # admin only: no API keys
+    assert "security" not in spec["paths"]["/predict"]["post"]
+
+
+def test_cors_is_closed_by_default(api: ApiServer) -> None:
+    origin = {"origin": "https://elsewhere.example"}
+    preflight = httpx.options(
+        f"{api.url}/predict", headers={**origin, "access-control-request-method": "POST"}
+    )
+    assert preflight.status_code == 405 and "access-control-allow-origin" not in preflight.headers
+    answer = httpx.post(f"{api.url}/predict", json={"text": "Fine."}, headers=origin)
+    assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
 
 
 def test_fuzzing_the_openapi_finds_no_server_error_and_no_schema_break(
