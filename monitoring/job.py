@@ -28,7 +28,7 @@ from monitoring.drift import (
 from monitoring.settings import MonitoringSettings
 from serving.descriptors import TextDescriber
 from serving.model_store import ModelRef, ModelUnavailable, resolve
-from serving.prediction_log import PredictionReader
+from serving.prediction_log import PredictionReader, redacted_url
 from training.progress import step
 from training.reference import load_reference
 
@@ -144,8 +144,10 @@ def _current(settings: MonitoringSettings, window: Window, version: str | None) 
             since=window.since, until=window.until, last=window.last, model_version=version
         )
     except Exception as exc:  # any store failure means the same thing here
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise MonitoringError(
-            f"prediction log {settings.prediction_log_url} unreadable: {exc}"
+            f"prediction log {redacted_url(settings.prediction_log_url)} unreadable: "
+            f"{type(exc).__name__}: {problem}"
         ) from exc
     scope = f"model version {version}" if version else "all versions"
     if len(current) < settings.min_window_rows:

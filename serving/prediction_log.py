@@ -297,7 +297,7 @@ class PredictionLog:
             self._mark_down(exc)
             return
         if not self.counters.store_up:
-            log.info("prediction log store reachable: %s", _redact(self.url))
+            log.info("prediction log store reachable: %s", redacted_url(self.url))
         self.counters.store_up = True
 
     def _mark_down(self, exc: Exception) -> None:
@@ -364,7 +364,8 @@ def _add_missing_columns(engine: sa.Engine) -> None:
                 conn.execute(sa.text(f"ALTER TABLE {PREDICTIONS.name} ADD COLUMN {name} {kind}"))
 
 
-def _redact(url: str) -> str:
+def redacted_url(url: str) -> str:
+    """The URL with its password masked, for logs and error messages."""
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 
 

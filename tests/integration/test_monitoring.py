@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
 import pandas as pd
 import pytest
 
+from serving.prediction_log import PredictionLog, PredictionReader
 from tests.conftest import REPO
 from tests.integration.conftest import Registry, make_registry, start_api
 from tests.servers import pushgateway
@@ -28,13 +30,17 @@ def registry(imdb_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Reg
 
 
 def traffic(
-    registry: Registry, name: str, texts: list[str], labels: list[str] | None = None
+    registry: Registry,
+    name: str,
+    texts: list[str],
+    labels: list[str] | None = None,
+    **settings: str,
 ) -> str:
     """Send ``texts`` through a real API into a fresh prediction log, and ``labels`` as feedback
     for the first predictions; return the log's URL."""
     folder = registry.workdir / name
     folder.mkdir()
-    api = start_api(registry.tracking_uri, folder)
+    api = start_api(registry.tracking_uri, folder, **settings)
     try:
         response = httpx.post(f"{api.url}/predict/batch", json={"texts": texts}, timeout=120)
         assert response.status_code == 200
@@ -61,6 +67,25 @@ def product_traffic(registry: Registry, shared_data: Path) -> str:
         [pd.read_parquet(folder / "amazon.parquet"), pd.read_parquet(folder / "yelp.parquet")]
     )
     return traffic(registry, "product-traffic", texts["text"].sample(400, random_state=11).tolist())
+
+
+@pytest.fixture(scope="module")
+def hashed_imdb_traffic(registry: Registry, shared_data: Path, imdb_sample: Path) -> str:
+    """The IMDB traffic again, through an API that keeps no texts (EMOTITRACK_STORE_TEXT=false)."""
+    seen = set(pd.read_parquet(imdb_sample / "test.parquet")["text"])
+    test = pd.read_parquet(shared_data / "imdb" / "test.parquet")
+    fresh = test[~test["text"].isin(seen)].sample(400, random_state=11)
+    return traffic(registry, "hashed-imdb", fresh["text"].tolist(), store_text="false")
+
+
+@pytest.fixture(scope="module")
+def hashed_product_traffic(registry: Registry, shared_data: Path) -> str:
+    folder = shared_data / "uci_sentiment_sentences"
+    texts = pd.concat(
+        [pd.read_parquet(folder / "amazon.parquet"), pd.read_parquet(folder / "yelp.parquet")]
+    )
+    sample = texts["text"].sample(400, random_state=11).tolist()
+    return traffic(registry, "hashed-product", sample, store_text="false")
 
 
 def monitor(
@@ -223,3 +248,64 @@ def test_an_unreachable_pushgateway_is_one_line_and_exit_2(
         done.stderr.strip().splitlines()[-1].startswith(f"error: Pushgateway {gateway} unreachable")
     )
     assert "Traceback" not in done.stderr
+
+
+def only_report(reports: Path) -> dict[str, Any]:
+    (folder,) = [p for p in reports.iterdir() if p.is_dir()]
+    summary: dict[str, Any] = json.loads((folder / "summary.json").read_text())
+    return summary
+
+
+def test_without_texts_the_report_runs_on_logged_descriptors(
+    registry: Registry, hashed_imdb_traffic: str, hashed_product_traffic: str, tmp_path: Path
+) -> None:
+    """EMOTITRACK_STORE_TEXT=false: no text in the log, so no text-drift test; the descriptors
+    serving logged are compared with the reference's, and drift is still told from no drift."""
+    assert PredictionReader(hashed_imdb_traffic).read()["text"].isna().all()
+    same = monitor(registry, hashed_imdb_traffic, tmp_path / "same")
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert same.stdout.startswith("no drift: ") and "text drift skipped" in same.stdout
+    summary = only_report(tmp_path / "same")
+    assert summary["dataset_drift"] is False
+    assert set(summary["columns"]) == {
+        "text_length", "word_count", "oov_share", "non_letter_share", "confidence", "predicted_label",
+    }  # fmt: skip
+    assert "EMOTITRACK_STORE_TEXT=false" in summary["skipped_columns"]["text"]
+    run = mlflow.MlflowClient(registry.tracking_uri).get_run(summary["mlflow_run_id"])
+    assert run.data.tags["skipped_text"].startswith("skipped")
+
+    shifted = monitor(registry, hashed_product_traffic, tmp_path / "shifted", "--fail-on-drift")
+    assert shifted.returncode == 3, shifted.stderr[-3000:]
+    drifted = only_report(tmp_path / "shifted")
+    assert drifted["dataset_drift"] is True and drifted["columns"]["text_length"]["drifted"]
+
+
+def test_an_empty_window_is_one_line_exit_2_and_leaves_nothing(
+    registry: Registry, tmp_path: Path
+) -> None:
+    empty_log = f"sqlite:///{tmp_path / 'empty.db'}"
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    # the log exists (a writer created its tables) but holds no predictions
+    writer = PredictionLog(empty_log, tmp_path / "spill")
+    writer.start()
+    writer.close()
+    runs_before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
+    done = monitor(registry, empty_log, tmp_path / "reports")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: 0 predictions in the window (model version 1)")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "reports").exists()
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == runs_before
+
+
+def test_an_unreadable_prediction_log_is_one_line_exit_2(
+    registry: Registry, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    done = monitor(registry, f"sqlite:///{corrupt}", tmp_path / "reports")
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: prediction log sqlite:///{corrupt} unreadable")
+    assert "Traceback" not in done.stderr and not (tmp_path / "reports").exists()
