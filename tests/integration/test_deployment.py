@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -91,6 +92,78 @@ def test_compose_file_is_valid_and_keeps_secrets_out(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"]},
     )  # fmt: skip
     assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
+
+
+def compose_config(env_file: Path) -> dict[str, Any]:
+    resolved = run(
+        tool("docker-compose"), "--env-file", str(env_file), "-f", "docker-compose.yml",
+        "--profile", "jobs", "config", "--format", "json",
+    )  # fmt: skip
+    config: dict[str, Any] = json.loads(resolved.stdout)
+    return config
+
+
+def test_compose_runs_mlflow_with_basic_auth_and_clients_log_in() -> None:
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    services = compose_config(REPO / ".env.example")["services"]
+    mlflow_server = services["mlflow"]
+    assert "--app-name=basic-auth" in mlflow_server["command"]
+    env = mlflow_server["environment"]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/etc/mlflow/basic_auth.ini"
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == example["MLFLOW_TRACKING_USERNAME"]
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == example["MLFLOW_TRACKING_PASSWORD"]
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == example["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    mounts = {v["target"]: v for v in mlflow_server["volumes"]}
+    assert mounts["/etc/mlflow/basic_auth.ini"]["read_only"] is True
+    assert mounts["/mlauth"]["source"] == "mlflow-auth"  # the user store survives restarts
+    for name in ("api", "train", "monitor"):
+        client = services[name]["environment"]
+        assert client["MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
+        assert client["MLFLOW_TRACKING_USERNAME"] == example["MLFLOW_TRACKING_USERNAME"], name
+        assert client["MLFLOW_TRACKING_PASSWORD"] == example["MLFLOW_TRACKING_PASSWORD"], name
+
+
+def test_the_auth_config_is_what_mlflow_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.server.auth.config import read_auth_config
+
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(REPO / "deploy/mlflow/basic_auth.ini"))
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    config = read_auth_config()
+    assert config.default_permission == "NO_PERMISSIONS"
+    assert config.database_uri == "sqlite:////mlauth/basic_auth.db"
+    assert config.admin_password is None  # no password in the file: only from the environment
+
+
+def test_the_api_container_runs_unprivileged_on_a_read_only_file_system() -> None:
+    api = compose_config(REPO / ".env.example")["services"]["api"]
+    assert api["user"] == "10001:10001" and api["read_only"] is True
+    assert set(api["tmpfs"]) == {"/tmp", "/run/prometheus"}
+    assert api["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/run/prometheus"
+    writable = [v for v in api["volumes"] if not v.get("read_only")]
+    assert [(v["source"], v["target"]) for v in writable] == [("api-data", "/data")]
+    for name in ("EMOTITRACK_API_KEYS", "EMOTITRACK_CORS_ORIGINS", "EMOTITRACK_STORE_TEXT"):
+        assert name in api["environment"]
+
+
+def test_compose_refuses_to_start_without_the_mlflow_credentials(tmp_path: Path) -> None:
+    for missing in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        env_file = tmp_path / f"without-{missing}.env"
+        env_file.write_text(
+            "\n".join(
+                line
+                for line in (REPO / ".env.example").read_text().splitlines()
+                if not line.startswith(f"{missing}=")
+            )
+        )
+        refused = subprocess.run(
+            [tool("docker-compose"), "--env-file", str(env_file), "-f", "docker-compose.yml", "config", "-q"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"]},
+        )  # fmt: skip
+        assert refused.returncode != 0 and missing in refused.stderr, missing
 
 
 @pytest.mark.parametrize(
