@@ -145,6 +145,13 @@ def train_two_versions(config: SoakConfig) -> Registry:
     return Registry(uri, (first.version, second.version), data)
 
 
+def reset_production(registry: Registry) -> None:
+    from training.registry import promote
+
+    settings = training_settings(registry.data, registry.tracking_uri)
+    promote(settings, registry.versions[0], reason="soak: start")
+
+
 def training_settings(data: Path, tracking_uri: str) -> Any:
     from training.settings import TrainingSettings
 
@@ -782,10 +789,15 @@ def restart_and_replay(
     }
 
 
-def run_soak(config: SoakConfig) -> dict[str, Any]:
-    """Set up, drive, shut down, reconcile; the report (also written to workdir/soak.json)."""
+def run_soak(config: SoakConfig, registry: Registry | None = None) -> dict[str, Any]:
+    """Set up, drive, shut down, reconcile; the report (also written to workdir/soak.json).
+
+    ``registry``: two versions trained before (tests share one); its first is promoted again."""
     config.workdir.mkdir(parents=True, exist_ok=True)
-    registry = train_two_versions(config)
+    if registry is None:
+        registry = train_two_versions(config)
+    else:
+        reset_production(registry)
     texts = traffic_texts(config.data, 2000, config.seed)
     with prediction_log_store(config) as (log_url, cluster):
         env = server_env(config, registry, log_url)

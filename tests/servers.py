@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -129,6 +130,46 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, log: Path) -> Iterato
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+class MlflowServer:
+    """``mlflow server`` on a loopback port chosen up front, stopped and started again at will
+    (tracking-server outages): clients can be pointed at it before it first answers."""
+
+    def __init__(self, backend_store_uri: str, artifacts: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(artifacts),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        with self.log.open("ab") as out:  # its own session: stop() reaches its workers too
+            self.process = subprocess.Popen(
+                self.command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_http(f"{self.url}/health", self.process, timeout=timeout, log=self.log)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        with suppress(ProcessLookupError):  # a worker may outlive its parent for a moment
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process = None
 
 
 class ApiServer:
