@@ -46,3 +46,29 @@ def test_parts_share_only_settings_that_mean_the_same() -> None:
     for i, first in enumerate(parts):
         for second in parts[i + 1 :]:
             assert first & second <= shared, first & second - shared
+
+
+@pytest.mark.parametrize(
+    "value", ["k-one,k-two", " k-one , k-two ,", '["k-one", "k-two"]', '[" k-one", "k-two "]']
+)
+def test_api_keys_as_a_comma_list_or_json_and_never_shown(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMOTITRACK_API_KEYS", value)
+    settings = ServingSettings()
+    assert [k.get_secret_value() for k in settings.api_keys] == ["k-one", "k-two"]
+    assert "k-one" not in repr(settings) and "k-one" not in str(settings.model_dump())
+
+
+def test_security_defaults_are_closed_and_open_only_by_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = ServingSettings()
+    assert (defaults.api_keys, defaults.cors_origins, defaults.store_text) == ((), (), True)
+    assert defaults.request_timeout_s == 30
+    monkeypatch.setenv("EMOTITRACK_CORS_ORIGINS", "https://a.example,https://b.example")
+    monkeypatch.setenv("EMOTITRACK_STORE_TEXT", "false")
+    monkeypatch.setenv("EMOTITRACK_API_KEYS", "")
+    opened = ServingSettings()
+    assert opened.cors_origins == ("https://a.example", "https://b.example")
+    assert opened.store_text is False and opened.api_keys == ()
