@@ -137,7 +137,7 @@ class Service:
             hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
             # shielded: a request that times out must not cancel the load others wait for
             describer = await asyncio.shield(self.describer(model))
-            descriptors = describer.describe(texts).to_dict("records")  # type: ignore[assignment]
+            descriptors = [describer.describe_one(text) for text in texts]
         now = datetime.now(UTC)
         classes = model.classes
         best = proba.argmax(axis=1)

@@ -18,26 +18,36 @@ import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import CountVectorizer
 
-LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)  # runs of letters: far fewer matches than letters
 DESCRIPTOR_COLUMNS = ("text_length", "word_count", "oov_share", "non_letter_share")
 _DEFAULT_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
+
+
+def describe_text(
+    text: str, tokenize: Callable[[str], list[str]], vocabulary: set[str] | None
+) -> tuple[float, float, float, float]:
+    """Length, word count, share of tokens unknown to the model (NaN without a vocabulary),
+    share of non-letter characters: ``DESCRIPTOR_COLUMNS`` in order."""
+    tokens = tokenize(text)
+    if vocabulary is None:
+        oov = float("nan")
+    else:
+        known = sum(1 for t in tokens if t in vocabulary)
+        oov = 1.0 - known / len(tokens) if tokens else 1.0
+    letters = sum(map(len, LETTERS.findall(text)))
+    return (
+        float(len(text)),
+        float(len(tokens)),
+        oov,
+        1.0 - letters / len(text) if text else 0.0,
+    )
 
 
 def describe_texts(
     texts: Iterable[str], tokenize: Callable[[str], list[str]], vocabulary: set[str] | None
 ) -> pd.DataFrame:
-    """Length, word count, share of tokens unknown to the model (NaN without a vocabulary),
-    share of non-letter characters."""
-    rows = []
-    for text in texts:
-        tokens = tokenize(text)
-        if vocabulary is None:
-            oov = float("nan")
-        else:
-            known = sum(1 for t in tokens if t in vocabulary)
-            oov = 1.0 - known / len(tokens) if tokens else 1.0
-        letters = len(LETTER.findall(text))
-        rows.append((len(text), len(tokens), oov, 1.0 - letters / len(text) if text else 0.0))
+    """``describe_text`` for many texts, as a table with ``DESCRIPTOR_COLUMNS``."""
+    rows = [describe_text(text, tokenize, vocabulary) for text in texts]
     return pd.DataFrame(
         np.array(rows, dtype=float).reshape(-1, 4), columns=list(DESCRIPTOR_COLUMNS)
     )
@@ -64,6 +74,14 @@ class TextDescriber:
 
     def describe(self, texts: Iterable[str]) -> pd.DataFrame:
         return describe_texts(texts, self.tokenize, self.vocabulary)
+
+    def describe_one(self, text: str) -> dict[str, float]:
+        """One text's descriptors, without building a table (serving does this per request)."""
+        return dict(
+            zip(
+                DESCRIPTOR_COLUMNS, describe_text(text, self.tokenize, self.vocabulary), strict=True
+            )
+        )
 
 
 def _word_vectorizers(estimator: Any) -> Iterator[CountVectorizer]:
