@@ -167,40 +167,49 @@ def test_no_text_or_secret_reaches_the_logs(registry: Registry, tmp_path: Path) 
         max_text_chars="200",
         max_batch_texts="3",
     )
-    text = f"What a film {MARKER}, I loved every minute."
-    json_header = {"content-type": "application/json", **key()}
-    with httpx.Client(base_url=server.url, headers=key()) as client:
-        assert client.post("/predict", json={"text": text}).status_code == 200
-        assert client.post("/predict/batch", json={"texts": [text, "ok"]}).status_code == 200
-        assert client.post("/invocations", json={"instances": [text]}).status_code == 200
-        csv = client.post(
-            "/invocations", content=f"text\n{text}\n", headers={"content-type": "text/csv"}
-        )
-        assert csv.status_code == 200
-        refused = [
-            client.post("/predict", json={"text": text * 10}),  # too long
-            client.post("/predict", json={"text": [text]}),  # wrong type
-            client.post("/predict", json={"text": text, "extra": text}),  # extra field
-            client.post("/predict", json={"text": f"{text}\u0000"}),  # NUL
-            client.post("/predict/batch", json={"texts": [text] * 4}),  # too many
-            client.post("/predict", content=f'{{"text": "{text}"'.encode(), headers=json_header),
-            client.post(
-                "/invocations", content=f'{{"rows": ["{text}"]}}'.encode(), headers=json_header
-            ),
-            client.post("/feedback", json={"request_id": MARKER, "label": "positive"}),
-            client.post("/feedback", json={"request_id": MARKER, "label": MARKER}),
-            client.post(
-                "/predict", json={"text": text}, headers={"authorization": f"Bearer {MARKER}"}
-            ),
-            client.post(
-                "/predict", json={"text": text}, headers={"authorization": "", "x-api-key": MARKER}
-            ),
-            client.post("/admin/reload", headers={"authorization": f"Bearer {MARKER}"}),
-        ]
-        assert all(400 <= r.status_code < 500 for r in refused), [r.status_code for r in refused]
-        admin = client.post("/admin/reload", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
-        assert admin.status_code == 200
-    assert server.terminate() == 0
+    try:
+        text = f"What a film {MARKER}, I loved every minute."
+        json_header = {"content-type": "application/json", **key()}
+        with httpx.Client(base_url=server.url, headers=key()) as client:
+            assert client.post("/predict", json={"text": text}).status_code == 200
+            assert client.post("/predict/batch", json={"texts": [text, "ok"]}).status_code == 200
+            assert client.post("/invocations", json={"instances": [text]}).status_code == 200
+            csv = client.post(
+                "/invocations", content=f"text\n{text}\n", headers={"content-type": "text/csv"}
+            )
+            assert csv.status_code == 200
+            refused = [
+                client.post("/predict", json={"text": text * 10}),  # too long
+                client.post("/predict", json={"text": [text]}),  # wrong type
+                client.post("/predict", json={"text": text, "extra": text}),  # extra field
+                client.post("/predict", json={"text": f"{text}\u0000"}),  # NUL
+                client.post("/predict/batch", json={"texts": [text] * 4}),  # too many
+                client.post(
+                    "/predict", content=f'{{"text": "{text}"'.encode(), headers=json_header
+                ),
+                client.post(
+                    "/invocations", content=f'{{"rows": ["{text}"]}}'.encode(), headers=json_header
+                ),
+                client.post("/feedback", json={"request_id": MARKER, "label": "positive"}),
+                client.post("/feedback", json={"request_id": MARKER, "label": MARKER}),
+                client.post(
+                    "/predict", json={"text": text}, headers={"authorization": f"Bearer {MARKER}"}
+                ),
+                client.post(
+                    "/predict",
+                    json={"text": text},
+                    headers={"authorization": "", "x-api-key": MARKER},
+                ),
+                client.post("/admin/reload", headers={"authorization": f"Bearer {MARKER}"}),
+            ]
+            assert all(400 <= r.status_code < 500 for r in refused), [
+                r.status_code for r in refused
+            ]
+            admin = client.post("/admin/reload", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+            assert admin.status_code == 200
+    finally:
+        code = server.terminate()
+    assert code == 0
     output = server.output()
     assert "prediction log store reachable" in output  # the output was captured at INFO
     for secret in (MARKER, "loved every minute", *KEYS, ADMIN_TOKEN):
