@@ -10,10 +10,10 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from emotitrack.cli import main
-from monitoring.descriptors import with_descriptors
+from monitoring.descriptors import describe_window, with_descriptors
 from monitoring.drift import MONITORED_COLUMNS, column_drifts, drifted_share, run_report
 from monitoring.job import write_index
-from serving.descriptors import describe_texts
+from serving.descriptors import TextDescriber, describe_texts
 from training.model import Hyperparameters, build_pipeline
 
 
@@ -88,3 +88,21 @@ def test_monitor_without_a_model_exits_2_with_one_line(
         "error: models:/emotitrack-sentiment@production does not name a model version yet"
     )
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_window_mixing_logged_texts_and_logged_descriptors(small_model: Pipeline) -> None:
+    """Rows with a text get descriptors computed from it; rows logged without one (the API ran
+    with EMOTITRACK_STORE_TEXT=false for part of the window) keep the descriptors it logged."""
+    logged = {"text_length": 42.0, "word_count": 7.0, "oov_share": 0.25, "non_letter_share": 0.1}
+    window = pd.DataFrame(
+        {
+            "text": ["good film", None],
+            "predicted_label": ["positive", "negative"],
+            **{name: [None, value] for name, value in logged.items()},
+        }
+    )
+    described = describe_window(window, TextDescriber.for_pipeline(small_model))
+    assert described.loc[0, "word_count"] == 2 and described.loc[0, "text_length"] == 9
+    assert described.loc[0, "oov_share"] == 0.0  # both words are in an IMDB vocabulary
+    assert described.loc[1, list(logged)].tolist() == list(logged.values())
+    assert list(described["predicted_label"]) == ["positive", "negative"]
