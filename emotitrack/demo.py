@@ -19,7 +19,7 @@ import pandas as pd
 from monitoring.job import run_monitoring
 from monitoring.settings import MonitoringSettings
 from serving.settings import ServingSettings
-from training.model import Hyperparameters
+from training.presets import detect_preset, hyperparameters_for
 from training.progress import log, step
 from training.registry import promote
 from training.settings import TrainingSettings
@@ -29,7 +29,8 @@ DEMO_TRAFFIC = 200  # held-out reviews sent to the API, so the prediction log ho
 
 
 def run_demo(settings: TrainingSettings, *, ui: bool, host: str, port: int) -> int:
-    result = train(settings, Hyperparameters())
+    preset = detect_preset(settings.data)
+    result = train(settings, hyperparameters_for(preset, {}), preset)
     done = promote(settings, result.version, gate=True, reason="emotitrack demo")
     print(
         f"run {result.run_id}: test accuracy {result.metrics['test_accuracy']:.4f}; "

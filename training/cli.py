@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from training.data import DataError
 from training.model import Hyperparameters
+from training.presets import AUTO, PRESET_CHOICES, PRESETS, hyperparameters_for, resolve_preset
 from training.progress import configure_logging
 from training.registry import PromotionError, PromotionRefused
 from training.settings import TrainingSettings
@@ -25,12 +26,17 @@ EXIT_REFUSED = 3
 EXIT_UNREACHABLE = 4
 
 HYPERPARAMETER_HELP = {
-    "max_features": "largest TF-IDF vocabulary (most frequent n-grams kept)",
-    "ngram_max": "longest word n-gram (1 = unigrams, 2 = uni+bigrams)",
+    "ngram_max": "longest word n-gram (1 = unigrams, 3 = up to trigrams)",
+    "char_ngram_max": "longest character n-gram, 2..9 (0 = no character n-grams)",
+    "max_features": "largest vocabulary per analyzer, most frequent kept (0 = no limit)",
     "min_df": "drop n-grams found in fewer documents than this",
     "max_df": "drop n-grams found in more than this share of documents",
     "sublinear_tf": "use 1 + log(tf) instead of raw term counts (true/false)",
+    "negation": "mark words after not/never/n't up to the next punctuation (true/false)",
+    "nb_scaling": "scale features by Naive-Bayes log-count ratios, NBSVM-style; binary only",
     "C": "inverse L2 regularisation strength of LogisticRegression",
+    "class_weight": "none, or balanced (weights classes inversely to their frequency)",
+    "calibration_folds": "folds for temperature calibration of the probabilities (0 = off)",
     "max_iter": "most solver iterations",
 }
 
@@ -82,21 +88,46 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
         default=settings.test_fraction,
         help="share held out as test when the data has no test split",
     )
-    hp_group = train.add_argument_group("hyper-parameters")
-    for field in fields(Hyperparameters):
-        kind = _type_of(field.default)
-        hp_group.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            dest=field.name,
-            type=kind,
-            default=field.default,
-            help=HYPERPARAMETER_HELP[field.name],
-        )
+    _add_hyperparameter_options(train)
     train.add_argument("--promote", action="store_true", help="promote the new version afterwards")
     train.add_argument(
         "--gate", action="store_true", help="with --promote: only if it passes the gate"
     )
     train.set_defaults(handler=_train)
+
+    search = commands.add_parser(
+        "search",
+        help="cross-validated hyper-parameter search, one MLflow child run per candidate; the "
+        "best is refitted, tested once and registered",
+        description="Search the grid around the preset (or the options given) with k-fold "
+        "cross-validation on the training split only. Compare the candidates in the MLflow UI "
+        "(select the child runs, Compare, parallel coordinates).",
+        formatter_class=fmt,
+    )
+    _add_data_options(search, settings)
+    search.add_argument("--seed", type=parse_int, default=settings.seed, help="seed for folds")
+    search.add_argument("--folds", type=parse_int, default=3, help="cross-validation folds")
+    search.add_argument(
+        "--max-candidates", type=parse_int, default=16, help="most candidates drawn from the grid"
+    )
+    search.add_argument(
+        "--time-budget-min",
+        type=float,
+        default=18.0,
+        help="start no new feature set after this many minutes (the refit comes on top)",
+    )
+    search.add_argument(
+        "--metric",
+        default="auto",
+        help="CV metric: accuracy, f1_macro, recall_macro; auto = accuracy for two classes, "
+        "recall_macro (average recall) for more",
+    )
+    search.add_argument("--promote", action="store_true", help="promote the best afterwards")
+    search.add_argument(
+        "--gate", action="store_true", help="with --promote: only if it passes the gate"
+    )
+    _add_hyperparameter_options(search)
+    search.set_defaults(handler=_search)
 
     promote = commands.add_parser(
         "promote",
@@ -135,12 +166,84 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
     fetch.set_defaults(handler=_fetch_imdb)
 
 
+def _add_hyperparameter_options(parser: argparse.ArgumentParser) -> None:
+    """``--preset`` and one option per hyper-parameter; an option given overrides the preset,
+    an empty value (how MLproject passes "not set") leaves the preset's."""
+    group = parser.add_argument_group(
+        "hyper-parameters",
+        "Defaults come from the data set's preset (--preset auto: detected from the data path "
+        "among " + ", ".join(PRESETS) + "); the values shown are those without a preset.",
+    )
+    group.add_argument(
+        "--preset",
+        default=AUTO,
+        choices=PRESET_CHOICES,
+        help="hyper-parameters chosen for a data set (auto: detected from --data)",
+    )
+    group.add_argument(
+        "--hyperparameters",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="overrides as one string, e.g. 'C=10,ngram_max=2' (what MLproject passes)",
+    )
+    for field in fields(Hyperparameters):
+        group.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            dest=field.name,
+            type=_optional(_type_of(field.default)),
+            default=argparse.SUPPRESS,
+            help=f"{HYPERPARAMETER_HELP[field.name]} (default: {field.default})",
+        )
+
+
 def _type_of(default: object) -> Callable[[str], object]:
     if isinstance(default, bool):
         return parse_bool
     if isinstance(default, int):
         return parse_int
     return type(default)
+
+
+def _optional(parse: Callable[[str], object]) -> Callable[[str], object]:
+    def parse_or_unset(value: str) -> object:
+        return None if value.strip() == "" else parse(value)
+
+    parse_or_unset.__name__ = getattr(parse, "__name__", "value")  # argparse's error messages
+    return parse_or_unset
+
+
+def parse_overrides(text: str) -> dict[str, object]:
+    """``"C=10,ngram_max=2"`` → ``{"C": 10.0, "ngram_max": 2}``, typed like the fields."""
+    kinds = {f.name: _type_of(f.default) for f in fields(Hyperparameters)}
+    overrides: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in kinds:
+            raise DataError(
+                f"hyper-parameter override {item!r}: expected KEY=VALUE with KEY one of "
+                f"{', '.join(kinds)}"
+            )
+        try:
+            overrides[key] = kinds[key](value.strip())
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise DataError(f"hyper-parameter {key}: {exc}") from None
+    return overrides
+
+
+def chosen_hyperparameters(args: argparse.Namespace) -> tuple[str | None, Hyperparameters]:
+    """The preset named or detected, with the options given on the command line on top."""
+    preset = resolve_preset(args.preset, Path(args.data))
+    overrides = parse_overrides(getattr(args, "hyperparameters", ""))
+    overrides |= {
+        f.name: getattr(args, f.name)
+        for f in fields(Hyperparameters)
+        if getattr(args, f.name, None) is not None
+    }
+    try:
+        return preset, hyperparameters_for(preset, overrides)
+    except ValueError as exc:
+        raise DataError(f"hyper-parameters: {exc}") from None
 
 
 def _add_data_options(parser: argparse.ArgumentParser, settings: TrainingSettings) -> None:
@@ -169,8 +272,9 @@ def _train(args: argparse.Namespace, settings: TrainingSettings) -> int:
             "test_fraction": args.test_fraction,
         }
     )
-    hp = Hyperparameters(**{f.name: getattr(args, f.name) for f in fields(Hyperparameters)})
-    result = train(run_settings, hp)
+    preset, hp = chosen_hyperparameters(args)
+    print(f"hyper-parameters ({'preset ' + preset if preset else 'no preset'}): {hp.as_params()}")
+    result = train(run_settings, hp, preset)
     print(
         f"trained run {result.run_id}: test accuracy {result.metrics['test_accuracy']:.4f}; "
         f"registered models:/{result.registered_name}/{result.version}"
@@ -178,6 +282,41 @@ def _train(args: argparse.Namespace, settings: TrainingSettings) -> int:
     if args.promote:
         promote(run_settings, result.version, gate=args.gate, reason="trained with --promote")
         print(f"promoted: models:/{result.registered_name}@production is version {result.version}")
+    return 0
+
+
+def _search(args: argparse.Namespace, settings: TrainingSettings) -> int:
+    from training.registry import promote
+    from training.search import SearchOptions, search
+
+    run_settings = settings.model_copy(
+        update={
+            "data": args.data,
+            "text_column": args.text_column,
+            "label_column": args.label_column,
+            "model_name": args.model_name,
+            "experiment": args.experiment,
+            "seed": args.seed,
+        }
+    )
+    _, base = chosen_hyperparameters(args)
+    options = SearchOptions(
+        folds=args.folds,
+        max_candidates=args.max_candidates,
+        time_budget_min=args.time_budget_min,
+        metric=args.metric,
+    )
+    result = search(run_settings, options, base)
+    print(
+        f"search run {result.parent_run_id}: {result.evaluated} candidates, best cv "
+        f"{result.metric} {result.best.mean:.4f} ({result.best.hp.as_params()}); test accuracy "
+        f"{result.training.metrics['test_accuracy']:.4f}; registered "
+        f"models:/{result.training.registered_name}/{result.training.version}"
+    )
+    if args.promote:
+        promote(run_settings, result.training.version, gate=args.gate, reason="best of a search")
+        print(f"promoted: models:/{result.training.registered_name}@production is version "
+              f"{result.training.version}")  # fmt: skip
     return 0
 
 

@@ -44,6 +44,7 @@ def score(truth: pd.Series, predictions: pd.DataFrame, classes: list[str]) -> di
         "f1_macro": float(f1_score(y_true, y_pred, labels=classes, average="macro")),
         "recall_macro": float(np.mean(recall)),
         "log_loss": float(log_loss(y_true, proba, labels=classes)),
+        "ece": expected_calibration_error(y_true, proba, classes),
     }
     present = set(y_true)
     if len(present) > 1:
@@ -59,6 +60,30 @@ def score(truth: pd.Series, predictions: pd.DataFrame, classes: list[str]) -> di
     return metrics
 
 
+def expected_calibration_error(
+    y_true: np.ndarray, proba: np.ndarray, classes: list[str], bins: int = 15
+) -> float:
+    """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width
+    confidence bins weighted by their share of rows (Guo et al. 2017)."""
+    confidence, correct = _top_label(y_true, proba, classes)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            gap += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(gap)
+
+
+def _top_label(
+    y_true: np.ndarray, proba: np.ndarray, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    best = proba.argmax(axis=1)
+    correct = np.asarray(classes, dtype=object)[best] == y_true
+    return proba.max(axis=1), correct.astype(float)
+
+
 def write_report_files(
     frame: pd.DataFrame, predictions: pd.DataFrame, classes: list[str], out: Path, seed: int
 ) -> list[Path]:
@@ -71,6 +96,7 @@ def write_report_files(
         _confusion_matrix(y_true, y_pred, classes, out / "confusion_matrix.png"),
         _curves(y_true, proba, classes, out / "roc_curve.png", RocCurveDisplay, "ROC"),
         _curves(y_true, proba, classes, out / "pr_curve.png", PrecisionRecallDisplay, "PR"),
+        _reliability_diagram(y_true, proba, classes, out / "reliability_diagram.png"),
     ]
     report = out / "classification_report.txt"
     report.write_text(classification_report(y_true, y_pred, labels=classes, digits=4))
@@ -105,6 +131,47 @@ def _curves(
         i = classes.index(cls)
         display.from_predictions(y_true == cls, proba[:, i], name=cls, ax=ax)
     ax.set_title(f"{title} curve (test, one-vs-rest)")
+    return _save(fig, path)
+
+
+def _reliability_diagram(
+    y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path, bins: int = 15
+) -> Path:
+    """Accuracy against confidence per bin (bars) beside the diagonal of perfect calibration,
+    with how many rows each bin holds."""
+    confidence, correct = _top_label(y_true, proba, classes)
+    low = 1.0 / len(classes)
+    edges = np.linspace(low, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    counts = np.bincount(which, minlength=bins)
+    hits = np.bincount(which, weights=correct, minlength=bins)
+    accuracy = np.divide(hits, counts, out=np.full(bins, np.nan), where=counts > 0)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5.5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.bar(centers, accuracy, width=edges[1] - edges[0], edgecolor="black", alpha=0.7,
+            label="accuracy")  # fmt: skip
+    top.plot([low, 1], [low, 1], "k--", label="perfect calibration")
+    ece = expected_calibration_error(y_true, proba, classes, bins)
+    top.set_title(f"Reliability diagram (test), ECE {ece:.4f}")
+    top.set_ylabel("accuracy")
+    top.legend(loc="upper left")
+    bottom.bar(centers, counts, width=edges[1] - edges[0], color="grey")
+    bottom.set_xlabel("confidence (top-label probability)")
+    bottom.set_ylabel("rows")
+    return _save(fig, path)
+
+
+def strongest_ngrams_plot(table: pd.DataFrame, path: Path, top: int = 20) -> Path:
+    """Horizontal bars of the n-grams weighing most towards each class."""
+    classes = list(dict.fromkeys(table["class"]))
+    fig, axes = plt.subplots(1, len(classes), figsize=(4.5 * len(classes), 0.28 * top + 1.2))
+    for ax, cls in zip(np.atleast_1d(axes), classes, strict=True):
+        rows = table[table["class"] == cls].nsmallest(top, "rank").iloc[::-1]
+        ax.barh(rows["ngram"], rows["weight"], color="tab:blue")
+        ax.set_title(f"towards {cls}")
+        ax.set_xlabel("weight (logit per unit TF-IDF)")
     return _save(fig, path)
 
 

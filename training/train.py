@@ -14,18 +14,33 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models import infer_signature
+from sklearn.pipeline import Pipeline
 
-from training.data import LABEL, TEXT, Splits, data_report, load_labelled, make_splits
-from training.evaluate import score, write_report_files
+from training.behaviour import markdown_table, report, run_checks
+from training.data import (
+    LABEL,
+    TEXT,
+    DataError,
+    Splits,
+    data_report,
+    load_labelled,
+    make_splits,
+)
+from training.evaluate import score, strongest_ngrams_plot, write_report_files
 from training.model import (
     PIPELINE_ARTIFACT,
     Hyperparameters,
     build_pipeline,
+    fit_pipeline,
     prediction_table,
+    probabilities,
     save_pipeline,
+    strongest_ngrams,
+    vectorizers,
 )
 from training.progress import log, step
 from training.reference import REFERENCE_ARTIFACT, build_reference
@@ -45,8 +60,12 @@ class TrainingResult:
     metrics: dict[str, float]
 
 
-def train(settings: TrainingSettings, hp: Hyperparameters) -> TrainingResult:
-    """Train on ``settings.data`` and register the model as a new version of ``settings.model_name``."""
+def train(
+    settings: TrainingSettings, hp: Hyperparameters, preset: str | None = None
+) -> TrainingResult:
+    """Train on ``settings.data`` and register the model as a new version of ``settings.model_name``.
+
+    ``preset`` only names where ``hp`` came from, for the record."""
     mlflow.set_tracking_uri(settings.tracking_uri)
     # Under `mlflow run` the run (and its experiment) already exists: MLFLOW_RUN_ID names it.
     if "MLFLOW_RUN_ID" not in os.environ:
@@ -67,13 +86,23 @@ def train(settings: TrainingSettings, hp: Hyperparameters) -> TrainingResult:
         len(splits.test),
         splits.labels,
     )
+    if hp.nb_scaling and len(splits.labels) != 2:
+        raise DataError(
+            f"{settings.data}: {len(splits.labels)} classes {splits.labels}; Naive-Bayes scaling "
+            "needs two: pass --nb-scaling false (or --preset semeval for 3-class tweets)"
+        )
     with mlflow.start_run() as run:
-        return _run(run.info.run_id, settings, hp, splits)
+        return train_in_run(run.info.run_id, settings, hp, splits, preset)
 
 
-def _run(
-    run_id: str, settings: TrainingSettings, hp: Hyperparameters, splits: Splits
+def train_in_run(
+    run_id: str,
+    settings: TrainingSettings,
+    hp: Hyperparameters,
+    splits: Splits,
+    preset: str | None = None,
 ) -> TrainingResult:
+    """Fit, evaluate, log and register inside the active run ``run_id``."""
     _log_params(
         run_id,
         {
@@ -86,15 +115,23 @@ def _run(
             "test_fraction": settings.test_fraction,
             "test_from_source": splits.test_from_source,
             "labels": ",".join(splits.labels),
+            "preset": preset or "none",
         },
     )
     digest = _log_data(settings, splits)
     mlflow.set_tags({"git_commit": _git_commit(), "data_digest": digest})
 
     pipeline = build_pipeline(hp, settings.seed)
-    with step(f"fitting TF-IDF + LogisticRegression on {len(splits.train)} texts"):
+    calibration = f", calibrating on {hp.calibration_folds} folds" if hp.calibration_folds else ""
+    with step(f"fitting TF-IDF + LogisticRegression on {len(splits.train)} texts{calibration}"):
         started = time.perf_counter()
-        pipeline.fit(splits.train[TEXT].tolist(), splits.train[LABEL].tolist())
+        temperature = fit_pipeline(
+            pipeline,
+            splits.train[TEXT].tolist(),
+            splits.train[LABEL].tolist(),
+            hp.calibration_folds,
+            settings.seed,
+        )
         train_seconds = time.perf_counter() - started
     classes = [str(c) for c in pipeline.classes_]
 
@@ -108,7 +145,11 @@ def _run(
             f"test_{k}": v for k, v in score(splits.test[LABEL], test_pred, classes).items()
         }
         metrics["train_time_s"] = train_seconds
-        metrics["vocabulary_size"] = float(len(pipeline.named_steps["tfidf"].vocabulary_))
+        metrics["calibration_temperature"] = temperature
+        metrics["vocabulary_size"] = float(
+            sum(len(v.vocabulary_) for _, v in vectorizers(pipeline))
+        )
+        metrics["predict_latency_ms_p50"] = _single_text_latency_ms(pipeline, splits.test)
 
     with tempfile.TemporaryDirectory() as tmp, step("logging evaluation, reference and model"):
         work = Path(tmp)
@@ -119,10 +160,13 @@ def _run(
             splits.test, test_pred, classes, work / "evaluation", settings.seed
         ):
             mlflow.log_artifact(str(path), artifact_path="evaluation")
+        _log_explanations(pipeline, work / "explanations")
+        metrics |= _log_behaviour(pipeline, classes)
         reference = build_reference(splits.test, test_pred, settings.reference_size, settings.seed)
         reference_file = work / Path(REFERENCE_ARTIFACT).name
         reference.to_parquet(reference_file, index=False)
         mlflow.log_artifact(str(reference_file), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+        mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("behaviour_")})
         info = _log_model(pipeline_file, splits, test_pred, settings.model_name)
 
     version = str(info.registered_model_version)
@@ -142,6 +186,42 @@ def _run(
         version=version,
         metrics=metrics,
     )
+
+
+def _single_text_latency_ms(pipeline: Pipeline, test: pd.DataFrame, texts: int = 200) -> float:
+    """Median time of one single-text prediction on real held-out texts (what /predict pays)."""
+    sample = test[TEXT].head(texts).tolist()
+    timings = []
+    for text in sample:
+        started = time.perf_counter()
+        probabilities(pipeline, [text])
+        timings.append(time.perf_counter() - started)
+    return float(np.median(timings) * 1000)
+
+
+def _log_explanations(pipeline: Pipeline, out: Path) -> None:
+    """The n-grams weighing most towards each class: a table and a bar chart."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = strongest_ngrams(pipeline)
+    table.to_csv(out / "strongest_ngrams.csv", index=False)
+    strongest_ngrams_plot(table, out / "strongest_ngrams.png")
+    mlflow.log_artifacts(str(out), artifact_path="explanations")
+
+
+def _log_behaviour(pipeline: Pipeline, classes: list[str]) -> dict[str, float]:
+    """Behavioural checks (negation, intensifiers, contrast, invariances, product reviews) as a
+    report artifact and one pass-rate metric per check; models without positive/negative
+    classes have nothing to check."""
+    if not {"positive", "negative"} <= set(classes):
+        log.info("behavioural checks skipped: classes %s lack positive/negative", classes)
+        return {}
+    results = run_checks(lambda texts: probabilities(pipeline, texts), classes)
+    mlflow.log_dict(report(results), "behaviour/report.json")
+    mlflow.log_text(markdown_table(results), "behaviour/report.md")
+    failing = [r.name for r in results if not r.ok]
+    if failing:
+        log.warning("behavioural checks below their minimum pass rate: %s", ", ".join(failing))
+    return {f"behaviour_{r.name}": r.pass_rate for r in results}
 
 
 def _log_params(run_id: str, params: dict[str, object]) -> None:
@@ -188,7 +268,9 @@ def _log_model(
     pipeline_file: Path, splits: Splits, test_pred: pd.DataFrame, name: str
 ) -> mlflow.models.model.ModelInfo:
     example = splits.test[[TEXT]].head(3).reset_index(drop=True)
-    signature = infer_signature(example, test_pred.head(3).reset_index(drop=True))
+    signature = infer_signature(
+        example, test_pred.head(3).reset_index(drop=True), params={"explain": False}
+    )
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,
         python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
@@ -210,7 +292,7 @@ def _describe_version(
         settings.model_name,
         version,
         description=(
-            f"TF-IDF + LogisticRegression trained on {settings.data} (data digest {digest}); "
+            f"TF-IDF + NB-scaled, calibrated LogisticRegression trained on {settings.data} (data digest {digest}); "
             f"test accuracy {metrics['test_accuracy']:.4f}, macro F1 {metrics['test_f1_macro']:.4f}."
         ),
     )

@@ -34,7 +34,7 @@ def test_mlflow_run_train_then_promote(imdb_sample: Path, tracking_uri: str) -> 
     mlflow_cli = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local"]
     run_ok(
         [*mlflow_cli, "-e", "train", "--experiment-name", "from-mlproject",
-         "-P", f"data={imdb_sample}", "-P", "max_features=5000", "-P", "seed=7"],
+         "-P", f"data={imdb_sample}", "-P", "hyperparameters=max_features=5000,C=10", "-P", "seed=7"],
         REPO, env,
     )  # fmt: skip
     run_ok(
@@ -43,7 +43,9 @@ def test_mlflow_run_train_then_promote(imdb_sample: Path, tracking_uri: str) -> 
     client = MlflowClient(tracking_uri)
     runs = mlflow.search_runs(experiment_names=["from-mlproject"], output_format="list")
     train_run = next(r for r in runs if "max_features" in r.data.params)
-    assert train_run.data.params["max_features"] == "5000" and train_run.data.params["seed"] == "7"
+    params = train_run.data.params
+    assert params["max_features"] == "5000" and params["C"] == "10.0" and params["seed"] == "7"
+    assert params["preset"] == "imdb" and params["ngram_max"] == "3"  # detected from the path
     production = client.get_model_version_by_alias("emotitrack-sentiment", "production")
     assert production.run_id == train_run.info.run_id
     assert production.tags["promotion_reason"] == "mlproject test"

@@ -11,7 +11,9 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import write_sample
+from training.data import DataError
 from training.model import Hyperparameters
+from training.presets import PRESETS
 from training.reference import REFERENCE_COLUMNS, load_reference
 from training.settings import TrainingSettings
 from training.train import TrainingResult, train
@@ -28,7 +30,8 @@ def test_run_logs_params_metrics_and_tags(
     trained: TrainingResult, settings: TrainingSettings
 ) -> None:
     run = MlflowClient().get_run(trained.run_id)
-    assert run.data.params["C"] == "10.0" and run.data.params["max_features"] == "20000"
+    assert run.data.params["C"] == "30.0" and run.data.params["max_features"] == "20000"
+    assert run.data.params["nb_scaling"] == "true" and run.data.params["preset"] == "none"
     assert run.data.params["labels"] == "negative,positive"
     for split in ("val", "test"):
         for metric in (
@@ -36,12 +39,16 @@ def test_run_logs_params_metrics_and_tags(
             "f1_macro",
             "roc_auc",
             "log_loss",
+            "ece",
             "precision_negative",
             "recall_positive",
         ):
             assert f"{split}_{metric}" in run.data.metrics
     assert run.data.metrics["test_accuracy"] > 0.75  # 1,440 real reviews are enough for that
     assert run.data.metrics["train_time_s"] > 0
+    assert run.data.metrics["calibration_temperature"] > 0
+    assert run.data.metrics["predict_latency_ms_p50"] > 0
+    assert 0 <= run.data.metrics["behaviour_invariance_case"] <= 1
     assert run.data.metrics["model_size_bytes"] > 10_000
     assert run.data.metrics["data_test_rows"] == 600
     assert len(run.data.tags["data_digest"]) == 16
@@ -65,7 +72,14 @@ def test_artifacts_a_person_looks_at(trained: TrainingResult) -> None:
         "pr_curve.png",
         "classification_report.txt",
         "misclassified.csv",
+        "reliability_diagram.png",
     }
+    explanations = {
+        Path(a.path).name for a in client.list_artifacts(trained.run_id, "explanations")
+    }
+    assert explanations == {"strongest_ngrams.csv", "strongest_ngrams.png"}
+    behaviour = mlflow.artifacts.load_dict(f"runs:/{trained.run_id}/behaviour/report.json")
+    assert {c["name"] for c in behaviour["checks"]} >= {"negation_of_positive", "contrast"}
     local = Path(
         mlflow.artifacts.download_artifacts(run_id=trained.run_id, artifact_path="evaluation")
     )
@@ -130,7 +144,11 @@ def test_three_class_data_trains(
     data = write_sample(
         shared_data / "semeval2017_task4a", tmp_path / "semeval", {"train": 1500, "test": 600}
     )
-    result = train(settings.model_copy(update={"data": data}), Hyperparameters(max_features=5_000))
+    three_class = settings.model_copy(update={"data": data})
+    with pytest.raises(DataError, match=r"3 classes .* --nb-scaling false"):
+        train(three_class, Hyperparameters(max_features=5_000))  # before any run is started
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+    result = train(three_class, PRESETS["semeval"].updated(max_features=5_000), "semeval")
     model = mlflow.pyfunc.load_model(result.model_uri)
     out = model.predict(pd.DataFrame({"text": ["I love this!", "ok", "I hate it"]}))
     assert {"prob_negative", "prob_neutral", "prob_positive"} <= set(out.columns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,13 @@ from sklearn.pipeline import Pipeline
 
 from training.model import (
     Hyperparameters,
+    SentimentModel,
     build_pipeline,
+    explain,
+    fit_pipeline,
     prediction_table,
+    probabilities,
+    strongest_ngrams,
     texts_from_input,
 )
 
@@ -53,3 +59,91 @@ def test_every_pyfunc_input_shape_yields_one_text_per_row(given: object) -> None
 def test_ambiguous_frame_is_refused() -> None:
     with pytest.raises(ValueError, match=r"expected a 'text' column, got columns \['a', 'b'\]"):
         texts_from_input(pd.DataFrame({"a": ["x"], "b": ["y"]}))
+
+
+@pytest.fixture(scope="module")
+def sample(imdb_sample: Path) -> tuple[list[str], list[str]]:
+    train = pd.read_parquet(imdb_sample / "train.parquet")
+    return train["text"].tolist(), train["label"].tolist()
+
+
+def test_folding_nb_ratios_into_the_classifier_keeps_its_probabilities(
+    sample: tuple[list[str], list[str]],
+) -> None:
+    texts, labels = sample
+    hp = Hyperparameters(max_features=5000, calibration_folds=0)
+    plain = build_pipeline(hp, seed=0).fit(texts, labels)
+    folded = build_pipeline(hp, seed=0)
+    assert fit_pipeline(folded, texts, labels, calibration_folds=0, seed=0) == 1.0
+    assert folded.named_steps["nb"] == "passthrough"
+    unseen = ["A wonderful film.", "Dull and far too long.", "It was a movie."]
+    np.testing.assert_allclose(
+        probabilities(folded, unseen), probabilities(plain, unseen), rtol=1e-4
+    )
+
+
+def test_calibration_fits_a_temperature_and_keeps_every_decision(
+    sample: tuple[list[str], list[str]],
+) -> None:
+    texts, labels = sample
+    hp = Hyperparameters(max_features=5000)
+    uncalibrated = build_pipeline(hp, seed=0)
+    fit_pipeline(uncalibrated, texts, labels, calibration_folds=0, seed=0)
+    calibrated = build_pipeline(hp, seed=0)
+    temperature = fit_pipeline(calibrated, texts, labels, calibration_folds=3, seed=0)
+    assert temperature != pytest.approx(1.0, abs=0.02)
+    unseen = texts[:200]
+    assert (calibrated.predict(unseen) == uncalibrated.predict(unseen)).all()
+    logit = np.log(
+        probabilities(uncalibrated, unseen)[:, 1] / probabilities(uncalibrated, unseen)[:, 0]
+    )
+    scaled = np.log(
+        probabilities(calibrated, unseen)[:, 1] / probabilities(calibrated, unseen)[:, 0]
+    )
+    np.testing.assert_allclose(scaled, logit / temperature, rtol=1e-3, atol=1e-4)
+
+
+def test_explanation_contributions_add_up_to_the_logit(
+    sample: tuple[list[str], list[str]],
+) -> None:
+    texts, labels = sample
+    pipeline = build_pipeline(Hyperparameters(max_features=5000), seed=0)
+    fit_pipeline(pipeline, texts, labels, calibration_folds=3, seed=0)
+    text = "A wonderful, moving film with a dull start."
+    [explanation] = explain(pipeline, [text], top=10_000)
+    towards_positive = sum(item["contribution"] for item in explanation["positive"])
+    towards_negative = sum(item["contribution"] for item in explanation["negative"])
+    intercept = float(pipeline.named_steps["clf"].intercept_[0])
+    proba = probabilities(pipeline, [text])[0]
+    assert towards_positive - towards_negative + intercept == pytest.approx(
+        np.log(proba[1] / proba[0]), abs=1e-3
+    )
+    top_positive = [item["ngram"] for item in explain(pipeline, [text], top=3)[0]["positive"]]
+    assert "wonderful" in top_positive
+    assert "dull" in [item["ngram"] for item in explanation["negative"]]
+
+
+def test_strongest_ngrams_are_sentiment_words(sample: tuple[list[str], list[str]]) -> None:
+    texts, labels = sample
+    pipeline = build_pipeline(Hyperparameters(max_features=5000), seed=0)
+    fit_pipeline(pipeline, texts, labels, calibration_folds=0, seed=0)
+    table = strongest_ngrams(pipeline, top=20)
+    assert set(table["class"]) == {"negative", "positive"}
+    assert {"worst", "bad", "awful", "waste", "boring"} & set(
+        table.query("`class` == 'negative'")["ngram"]
+    )
+    assert {"great", "excellent", "best", "wonderful"} & set(
+        table.query("`class` == 'positive'")["ngram"]
+    )
+
+
+def test_pyfunc_adds_explanations_only_when_asked(sample: tuple[list[str], list[str]]) -> None:
+    texts, labels = sample
+    model = SentimentModel()
+    model.pipeline = build_pipeline(Hyperparameters(max_features=5000), seed=0).fit(texts, labels)
+    frame = pd.DataFrame({"text": ["A great film.", "Awful."]})
+    assert "explanation" not in model.predict(None, frame).columns
+    explained = model.predict(None, frame, params={"explain": True})
+    first = json.loads(explained["explanation"][0])
+    assert set(first) == {"negative", "positive"}
+    assert first["positive"][0]["ngram"] == "great"
