@@ -623,6 +623,7 @@ def build_report(
         "prediction_log": metric_sum(metrics, "emotitrack_prediction_log_"),
         "rss_mib": windows,
         "rss_growth": growth,
+        "rss_samples": [(round(at, 1), round(mib, 1)) for at, mib in ledger.rss],  # every 5 s
         "feedback_deferred": ledger.feedback_deferred,
         "cpu_cores": ledger.cpu_cores,
         "outage_s": ledger.outage,
