@@ -28,7 +28,7 @@ from training.data import LABEL, TEXT, DataError, Splits, load_labelled, make_sp
 from training.model import Hyperparameters, build_pipeline
 from training.progress import log, step
 from training.settings import TrainingSettings
-from training.train import TrainingResult, train_in_run
+from training.train import TrainingResult, spelled_params, train_in_run
 
 FEATURE_FIELDS = ("ngram_max", "char_ngram_max", "max_features", "min_df", "max_df", "negation")
 METRICS = {
@@ -236,7 +236,7 @@ def _minutes(seconds: float) -> str:
 def _log_candidate(score: CandidateScore, metric: str) -> None:
     with mlflow.start_run(run_name=f"candidate {score.index:02d}", nested=True):
         mlflow.set_tag("emotitrack.kind", "search-candidate")
-        mlflow.log_params(score.hp.as_params())
+        mlflow.log_params(spelled_params(score.hp.as_params()))
         mlflow.log_metrics(
             {
                 f"cv_{metric}": score.mean,
@@ -250,7 +250,7 @@ def _log_candidate(score: CandidateScore, metric: str) -> None:
 def _log_summary(scores: list[CandidateScore], best: CandidateScore, metric: str) -> None:
     """Best score and parameters on the parent run, and every candidate as one table."""
     mlflow.log_metric(f"best_cv_{metric}", best.mean)
-    mlflow.log_params({f"best_{k}": v for k, v in best.hp.as_params().items()})
+    mlflow.log_params({f"best_{k}": v for k, v in spelled_params(best.hp.as_params()).items()})
     table = pd.DataFrame(
         [
             {

@@ -228,8 +228,12 @@ def _log_params(run_id: str, params: dict[str, object]) -> None:
     """Log what `mlflow run` has not logged already: it records the MLproject parameters as
     given (``true``, ``7.0``), and MLflow refuses to log a key twice with another spelling."""
     logged = mlflow.MlflowClient().get_run(run_id).data.params
-    spelled = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
-    mlflow.log_params({k: v for k, v in spelled.items() if k not in logged})
+    mlflow.log_params({k: v for k, v in spelled_params(params).items() if k not in logged})
+
+
+def spelled_params(params: dict[str, object]) -> dict[str, object]:
+    """Booleans as MLproject spells them (``true``), so every run compares alike in the UI."""
+    return {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
 
 
 def _log_data(settings: TrainingSettings, splits: Splits) -> str:

@@ -1,0 +1,126 @@
+"""Model quality on public benchmarks: each preset trained by the product's own training code on
+its data set, its test split evaluated once, beside a plain TF-IDF + LogisticRegression baseline.
+
+    .venv/bin/python benchmarks/model_quality.py [--data-root ../shared/data] [--only imdb]
+
+Prints one table (data set, metric, published anchor, result, train time, model size, single-text
+latency and its ratio to the baseline's, ECE) and writes it as JSON. Everything runs against a
+throw-away SQLite MLflow store in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from training.model import Hyperparameters  # noqa: E402
+from training.presets import PRESETS  # noqa: E402
+from training.progress import configure_logging  # noqa: E402
+from training.settings import TrainingSettings  # noqa: E402
+from training.train import train  # noqa: E402
+
+# The plain model this product shipped before: uni+bigram TF-IDF (100k) + LogisticRegression.
+BASELINE = Hyperparameters(
+    ngram_max=2,
+    max_features=100_000,
+    negation=False,
+    nb_scaling=False,
+    C=10.0,
+    calibration_folds=0,
+)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    preset: str
+    folder: str
+    metric: str  # a key of the run's metrics, without the test_ prefix
+    metric_name: str
+    anchor: str
+    target: float
+
+
+BENCHMARKS = [
+    Benchmark("imdb", "imdb", "accuracy", "accuracy", "NBSVM-bigram 91.22 (Wang & Manning 2012)", 0.913),
+    Benchmark("sst2", "sst2", "accuracy", "accuracy", "BiNB 83.1 (Socher et al. 2013)", 0.835),
+    Benchmark("semeval", "semeval2017_task4a", "recall_macro", "average recall",
+              "best system 0.681 (deep model)", 0.65),
+]  # fmt: skip
+
+
+def run(benchmark: Benchmark, data_root: Path, work: Path) -> dict[str, object]:
+    settings = TrainingSettings(
+        data=data_root / benchmark.folder,
+        tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+        experiment=f"quality-{benchmark.preset}",
+        model_name=f"quality-{benchmark.preset}",
+    )
+    ours = train(settings, PRESETS[benchmark.preset], benchmark.preset).metrics
+    baseline_hp = BASELINE.updated(class_weight=PRESETS[benchmark.preset].class_weight)
+    baseline = train(settings.model_copy(update={"model_name": "baseline"}), baseline_hp).metrics
+    return {
+        "data set": benchmark.folder,
+        "metric": benchmark.metric_name,
+        "anchor": benchmark.anchor,
+        "target": benchmark.target,
+        "result": round(ours[f"test_{benchmark.metric}"], 4),
+        "baseline": round(baseline[f"test_{benchmark.metric}"], 4),
+        "test ECE": round(ours["test_ece"], 4),
+        "train s": round(ours["train_time_s"], 1),
+        "model MB": round(ours["model_size_bytes"] / 1e6, 1),
+        "latency ms": round(ours["predict_latency_ms_p50"], 3),
+        "baseline latency ms": round(baseline["predict_latency_ms_p50"], 3),
+        "latency ratio": round(
+            ours["predict_latency_ms_p50"] / baseline["predict_latency_ms_p50"], 2
+        ),
+    }
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    columns = list(rows[0])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path(os.environ.get("EMOTITRACK_SHARED_DATA", REPO.parent / "shared" / "data")),
+    )
+    parser.add_argument(
+        "--only", choices=[b.preset for b in BENCHMARKS], action="append", help="run only these"
+    )
+    parser.add_argument("--out", type=Path, default=Path("model_quality.json"), help="JSON result")
+    args = parser.parse_args()
+    configure_logging(False)
+    out = args.out.resolve()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # MLflow writes local artifacts under the working folder
+        for benchmark in BENCHMARKS:
+            if args.only and benchmark.preset not in args.only:
+                continue
+            print(f"== {benchmark.preset}: preset and baseline", flush=True)
+            rows.append(run(benchmark, args.data_root.resolve(), Path(tmp)))
+    print_table(rows)
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
