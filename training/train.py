@@ -149,7 +149,7 @@ def train_in_run(
         metrics["vocabulary_size"] = float(
             sum(len(v.vocabulary_) for _, v in vectorizers(pipeline))
         )
-        metrics["predict_latency_ms_p50"] = _single_text_latency_ms(pipeline, splits.test)
+        metrics["predict_latency_ms_p50"] = single_text_latency_ms(pipeline, splits.test)
 
     with tempfile.TemporaryDirectory() as tmp, step("logging evaluation, reference and model"):
         work = Path(tmp)
@@ -188,7 +188,7 @@ def train_in_run(
     )
 
 
-def _single_text_latency_ms(pipeline: Pipeline, test: pd.DataFrame, texts: int = 200) -> float:
+def single_text_latency_ms(pipeline: Pipeline, test: pd.DataFrame, texts: int = 200) -> float:
     """Median time of one single-text prediction on real held-out texts (what /predict pays)."""
     sample = test[TEXT].head(texts).tolist()
     timings = []
