@@ -79,6 +79,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def explanation_of(model: LoadedModel, text: str) -> dict[str, Any]:
+    """The n-grams behind the model's prediction for ``text`` (same version that predicted)."""
+    if model.explain is None:
+        raise HTTPException(
+            400,
+            detail=f"model version {model.version} cannot explain its predictions (not an "
+            'EmotiTrack pipeline); send "explain": false',
+        )
+    explain = model.explain
+    [explanation] = await asyncio.to_thread(explain, [text])
+    return explanation
+
+
 class Service:
     """Everything a request needs, built by the lifespan; one per app."""
 
@@ -399,7 +412,9 @@ def _add_routes(app: FastAPI, settings: ServingSettings) -> None:
     @app.post("/predict", response_model=Prediction, responses=ERRORS, summary="Classify one text")
     async def predict(body: PredictRequest, service: ServiceDep) -> Response:  # type: ignore[valid-type]
         text: str = body.text  # type: ignore[attr-defined]
-        _, predictions = await service.predict([text], "predict")
+        model, predictions = await service.predict([text], "predict")
+        if body.explain:  # type: ignore[attr-defined]
+            predictions[0]["explanation"] = await explanation_of(model, text)
         return OrjsonResponse(predictions[0])
 
     @app.post(

@@ -24,7 +24,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.pyfunc import PyFuncModel
 
-from training.model import PROBABILITY_PREFIX, SentimentModel, probabilities
+from training.model import PROBABILITY_PREFIX, SentimentModel, explain, probabilities
 
 log = logging.getLogger("emotitrack.serving")
 
@@ -55,6 +55,8 @@ class LoadedModel:
     loaded_at: datetime
     load_seconds: float
     metrics: dict[str, float]
+    # texts -> per text, per class, the n-grams that pushed towards it; None: cannot explain
+    explain: Callable[[list[str]], list[dict[str, Any]]] | None = None
 
     @property
     def version(self) -> str:
@@ -126,7 +128,24 @@ def load(client: MlflowClient, ref: ModelRef) -> LoadedModel:
         loaded_at=datetime.now(UTC),
         load_seconds=time.perf_counter() - started,
         metrics=metrics,
+        explain=_explainer(pyfunc),
     )
+
+
+def _explainer(pyfunc: PyFuncModel) -> Callable[[list[str]], list[dict[str, Any]]] | None:
+    """Explanations come from EmotiTrack's own linear pipeline; other models have none."""
+    try:
+        inner = pyfunc.unwrap_python_model()
+    except Exception:  # not a PythonModel flavour
+        return None
+    if not isinstance(inner, SentimentModel) or inner.pipeline is None:
+        return None
+    pipeline = inner.pipeline
+
+    def explain_texts(texts: list[str]) -> list[dict[str, Any]]:
+        return explain(pipeline, texts)
+
+    return explain_texts
 
 
 def _scorer(
@@ -217,7 +236,10 @@ class ModelStore:
         try:
             model = load(self.client, ref)
         except Exception as exc:  # corrupt or missing artifacts, incompatible model
-            self.status.last_error = f"loading {ref.load_uri} failed: {_short(exc)}"
+            self.status.last_error = (
+                f"loading {ref.load_uri} failed: {_short(exc)}"
+                f" (artifacts: {self._artifact_location(ref)})"
+            )
             log.error(
                 "model reload refused, still serving %s: %s",
                 self._serving(),
@@ -234,6 +256,21 @@ class ModelStore:
             model.load_seconds,
         )
         return "loaded", model
+
+    def _artifact_location(self, ref: ModelRef) -> str:
+        """Where the failed version's files should be: MLflow's own error for a missing folder
+        names none (``No such artifact: ''``), and on-call needs the path."""
+        if ref.name is None or ref.version is None:
+            return ref.load_uri
+        try:
+            source = str(self.client.get_model_version(ref.name, ref.version).source)
+            if source.startswith("models:/m-"):  # MLflow 3: a version points at a logged model
+                return str(
+                    self.client.get_logged_model(source.removeprefix("models:/")).artifact_location
+                )
+            return source
+        except Exception as exc:  # the registry may be gone by now: say so, keep the rest
+            return f"unknown ({type(exc).__name__})"
 
     def _serving(self) -> str:
         return f"version {self.current.version}" if self.current else "nothing"

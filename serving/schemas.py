@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    create_model,
+)
 
 
 class Strict(BaseModel):
@@ -47,7 +55,19 @@ def request_models(
         ),
         AfterValidator(_storable),
     ]
-    predict = create_model("PredictRequest", __base__=Strict, text=(text, ...))
+    predict = create_model(
+        "PredictRequest",
+        __base__=Strict,
+        text=(text, ...),
+        explain=(
+            StrictBool,
+            Field(
+                False,
+                description="Also return the n-grams that pushed the prediction towards each "
+                "class, with their contributions to the logit.",
+            ),
+        ),
+    )
     batch = create_model(
         "BatchRequest",
         __base__=Strict,
@@ -72,12 +92,22 @@ class FeedbackRequest(Strict):
     )
 
 
+class NgramContribution(BaseModel):
+    ngram: str = Field(description="A word n-gram of the text (character n-grams are quoted).")
+    contribution: float = Field(description="How much it added to the class's logit (> 0).")
+
+
 class Prediction(BaseModel):
     sentiment: str = Field(description="Predicted label.")
-    confidence: float = Field(description="Probability of the predicted label.")
+    confidence: float = Field(description="Calibrated probability of the predicted label.")
     probabilities: dict[str, float] = Field(description="Probability of every label.")
     model_version: str
     request_id: str = Field(description="Id of this prediction, for /feedback.")
+    explanation: dict[str, list[NgramContribution]] | None = Field(
+        None,
+        description='With "explain": true: per class, the (up to 5) n-grams that pushed the '
+        "prediction most towards it.",
+    )
 
 
 class BatchResponse(BaseModel):
