@@ -259,6 +259,7 @@ def test_a_promoted_version_with_missing_artifacts_is_refused_while_the_old_one_
             ready = httpx.get(f"{api.url}/ready").json()
             assert ready["ready"] is True and ready["model_version"] == good_version
             assert f"emotitrack-sentiment/{missing.version} failed" in ready["registry_error"]
+            assert f"(artifacts: {gone})" in ready["registry_error"]  # where on-call should look
             promote(settings, good_version, reason="fault test: rollback")
             wait_until(
                 lambda: httpx.get(f"{api.url}/ready").json()["registry_error"] == "",
