@@ -88,13 +88,14 @@ def _monitor(args: argparse.Namespace, _training_settings: object) -> int:
 
 def _retrain(settings: MonitoringSettings, report: str) -> None:
     """The training issue's own code paths: a new version, promoted only if the gate passes."""
-    from training.model import Hyperparameters
+    from training.presets import detect_preset, hyperparameters_for
     from training.registry import PromotionRefused, promote
     from training.settings import TrainingSettings
     from training.train import train
 
     training = TrainingSettings(tracking_uri=settings.tracking_uri)
-    result = train(training, Hyperparameters())
+    preset = detect_preset(training.data)  # as `emotitrack train` on the same data would
+    result = train(training, hyperparameters_for(preset, {}), preset)
     try:
         done = promote(training, result.version, gate=True, reason=f"retrained on drift ({report})")
     except PromotionRefused as exc:
