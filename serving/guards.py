@@ -157,12 +157,14 @@ def _digest(value: bytes) -> bytes:
 
 
 def key_from_headers(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
-    """The key a client sent: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    """The key a client sent: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. An
+    Authorization header, when present, decides alone (empty or another scheme is a wrong key,
+    even next to a right X-API-Key): one credential per request, never the better of two."""
     found = dict(headers)
-    authorization = found.get(b"authorization", b"")
-    scheme, _, credentials = authorization.partition(b" ")
-    if scheme.lower() == b"bearer" and credentials.strip():
-        return credentials.strip()
+    if b"authorization" in found:
+        authorization = found[b"authorization"].strip()
+        scheme, _, credentials = authorization.partition(b" ")
+        return credentials.strip() if scheme.lower() == b"bearer" else authorization
     key = found.get(b"x-api-key", b"").strip()
     return key or None
 

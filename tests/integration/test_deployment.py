@@ -127,6 +127,7 @@ def test_compose_runs_mlflow_with_basic_auth_and_clients_log_in() -> None:
         assert client["MLFLOW_TRACKING_PASSWORD"] == example["MLFLOW_TRACKING_PASSWORD"], name
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # mlflow.server imports starlette's wsgi
 def test_the_auth_config_is_what_mlflow_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.server.auth.config import read_auth_config
 

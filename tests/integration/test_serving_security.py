@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +109,24 @@ def test_openapi_documents_the_keys(guarded: ApiServer) -> None:
         assert operation["security"] == [{"ApiKeyBearer": []}, {"ApiKeyHeader": []}], path
         assert "401" in operation["responses"], path
     assert "security" not in spec["paths"]["/health"]["get"]
+
+
+def test_fuzzing_with_a_key_finds_the_keys_enforced_and_documented(
+    guarded: ApiServer, tmp_path: Path
+) -> None:
+    """schemathesis from /openapi.json with a key: ``ignored_auth`` repeats each request without
+    it and fails if that one is not refused; the 401s must match the documented schema."""
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"), "run", f"{guarded.url}/openapi.json",
+            "--max-examples", "25", "--seed", "1", "--no-color",
+            "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance,ignored_auth",
+            "-H", f"X-API-Key: {KEYS[0]}",
+        ],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-6000:]
+    assert " passed" in done.stdout and "failures" not in done.stdout.split("SUMMARY")[-1]
 
 
 def test_cors_opens_only_to_the_configured_origin(guarded: ApiServer) -> None:

@@ -14,9 +14,14 @@ from serving.guards import ApiKeys, key_from_headers
         ([(b"authorization", b"Bearer k-one")], b"k-one"),
         ([(b"authorization", b"bearer   k-one ")], b"k-one"),
         ([(b"x-api-key", b"k-two")], b"k-two"),
-        ([(b"authorization", b"Basic dXNlcjpwdw=="), (b"x-api-key", b"k-two")], b"k-two"),
-        ([(b"authorization", b"Bearer ")], None),
-        ([(b"authorization", b"Basic dXNlcjpwdw==")], None),
+        # an Authorization header decides alone: empty or another scheme is a wrong key
+        ([(b"authorization", b" "), (b"x-api-key", b"k-two")], b""),
+        (
+            [(b"authorization", b"Basic dXNlcjpwdw=="), (b"x-api-key", b"k-two")],
+            b"Basic dXNlcjpwdw==",
+        ),
+        ([(b"authorization", b"Bearer wrong"), (b"x-api-key", b"k-two")], b"wrong"),
+        ([(b"authorization", b"Bearer ")], b""),
         ([], None),
     ],
 )
