@@ -3,11 +3,12 @@
 One run trains two versions of the model with the real training code (on a seeded sample of
 IMDB unless ``--full-data``), promotes the first, starts our server (``python -m serving``,
 uvicorn, loopback only) on the prediction log (SQLite, or a private PostgreSQL cluster with
-``--postgres``) and drives it for ``--minutes`` with ``--concurrency`` clients sending single
-``/predict``, ``/predict/batch``, ``/invocations`` and ``/feedback`` (for ids it got back),
-while the ``production`` alias alternates between the two versions every ``--promote-every``
-seconds. Optional faults: the PostgreSQL log stopped for ``--pg-outage`` seconds, and
-``--sigkill`` (the server is killed under load, restarted, and its spill files replayed).
+``--postgres``) and drives it for ``--minutes`` with ``--concurrency`` clients: seven in eight
+send single ``/predict``, ``/predict/batch`` and ``/invocations``, one in eight sends
+``/feedback`` for ids it got back. Meanwhile the ``production`` alias alternates between the
+two versions every ``--promote-every`` seconds. Optional faults: PostgreSQL stopped (or frozen,
+``--pg-outage-kind freeze``) for ``--pg-outage`` seconds, and ``--sigkill`` (the server is
+killed under load, restarted, and its spill files replayed).
 
 It prints progress, then a table: requests and failures, p50/p99 per route, RSS per window and
 its growth, reloads, prediction-log counters and the reconciliation of the log against every
@@ -50,6 +51,7 @@ from benchmarks.serving_benchmark import (  # noqa: E402
     HOST,
     PYTHON,
     free_port,
+    process_tree,
     rss_mib,
     say,
     stop,
@@ -76,6 +78,7 @@ class SoakConfig:
     postgres: bool = False
     pg_outage_s: float = 0.0
     pg_outage_at_s: float | None = None  # default: a third into the run
+    pg_outage_kind: str = "stop"  # stop: pg_ctl stop (refused); freeze: SIGSTOP (hung)
     sigkill: bool = False
     batch_texts: int = 8
     invocation_texts: int = 4
@@ -273,6 +276,7 @@ class Ledger:
     killed_at: float | None = None
     outage: tuple[float, float] | None = None  # seconds into the run
     cpu_cores: dict[str, float] = field(default_factory=dict)
+    queue_depth: list[tuple[float, float]] = field(default_factory=list)  # the log's, every 5 s
 
     def now_s(self) -> float:
         return time.monotonic() - self.started
@@ -319,11 +323,9 @@ class Traffic:
 
     def choose_route(self) -> str:
         draw = self.rng.random()
-        if draw < 0.12 and self.ledger.feedback_queue:
-            return "/feedback"
-        if draw < 0.55:
+        if draw < 0.5:
             return "/predict"
-        return "/predict/batch" if draw < 0.8 else "/invocations"
+        return "/predict/batch" if draw < 0.78 else "/invocations"
 
     async def run(self) -> None:
         # aiohttp, not httpx: httpx's async client cost ~4 ms of CPU per request here, a third
@@ -331,15 +333,24 @@ class Traffic:
         connector = aiohttp.TCPConnector(limit=self.config.concurrency)
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(self.url, connector=connector, timeout=timeout) as client:
-            await asyncio.gather(*(self.client(client) for _ in range(self.config.concurrency)))
+            # one client in eight sends feedback: other users than those asking for predictions,
+            # so a stuck /feedback (it needs the store) cannot starve the prediction clients
+            feedback = self.config.concurrency // 8
+            await asyncio.gather(
+                *(self.predicting(client) for _ in range(self.config.concurrency - feedback)),
+                *(self.giving_feedback(client) for _ in range(feedback)),
+            )
 
-    async def client(self, client: aiohttp.ClientSession) -> None:
+    async def predicting(self, client: aiohttp.ClientSession) -> None:
         while not self.stopping.is_set():
-            route = self.choose_route()
-            if route == "/feedback":
+            await self.send_prediction(client, self.choose_route())
+
+    async def giving_feedback(self, client: aiohttp.ClientSession) -> None:
+        while not self.stopping.is_set():
+            if self.ledger.feedback_queue:
                 await self.send_feedback(client)
             else:
-                await self.send_prediction(client, route)
+                await asyncio.sleep(0.01)
 
     async def send_prediction(self, client: aiohttp.ClientSession, route: str) -> None:
         count = {"/predict": 1, "/predict/batch": self.config.batch_texts}.get(
@@ -434,6 +445,10 @@ async def sample_rss(server: ApiProcess, ledger: Ledger, stopping: asyncio.Event
     while True:
         if ledger.killed_at is None and server.process.poll() is None:
             ledger.rss.append((ledger.now_s(), rss_mib(server.process.pid)))
+            with contextlib.suppress(httpx.HTTPError):
+                metrics = await asyncio.to_thread(scrape, server.url)
+                depth = metrics.get("emotitrack_prediction_log_queue_depth", 0.0)
+                ledger.queue_depth.append((ledger.now_s(), depth))
         if await stopped_within(stopping, 5.0):
             return
 
@@ -461,15 +476,35 @@ async def report_progress(config: SoakConfig, ledger: Ledger, stopping: asyncio.
 
 
 async def postgres_outage(config: SoakConfig, cluster: Any, ledger: Ledger) -> None:
-    """Stop the prediction log's PostgreSQL mid-traffic, start it again ``pg_outage_s`` later."""
+    """Take the prediction log's PostgreSQL away mid-traffic for ``pg_outage_s``: stopped
+    (connections refused) or frozen (SIGSTOP: connections hang, as with a stuck server or a
+    silent network path)."""
     await asyncio.sleep(max(config.outage_at_s - ledger.now_s(), 0))
     began = ledger.now_s()
-    say(f"  stopping PostgreSQL for {config.pg_outage_s:.0f} s")
-    await asyncio.to_thread(cluster.stop)
-    await asyncio.sleep(config.pg_outage_s)
-    await asyncio.to_thread(cluster.start)
+    frozen = config.pg_outage_kind == "freeze"
+    say(f"  {'freezing' if frozen else 'stopping'} PostgreSQL for {config.pg_outage_s:.0f} s")
+    if frozen:
+        signal_postgres(cluster, signal.SIGSTOP)
+    else:
+        await asyncio.to_thread(cluster.stop)
+    try:
+        await asyncio.sleep(config.pg_outage_s)
+    finally:
+        if frozen:
+            signal_postgres(cluster, signal.SIGCONT)
+        else:
+            await asyncio.to_thread(cluster.start)
     ledger.outage = (began, ledger.now_s())
     say("  PostgreSQL is back")
+
+
+def signal_postgres(cluster: Any, signum: int) -> None:
+    """Send a signal to the cluster's postmaster and every backend it forked."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        for pid in process_tree(postmaster):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
 
 async def drive(
@@ -584,6 +619,7 @@ def route_table(ledger: Ledger, seconds: float) -> dict[str, dict[str, Any]]:
             "per_s": len(ledger.latencies_ms[route]) / seconds,
             "p50_ms": percentile(ledger.latencies_ms[route], 50),
             "p99_ms": percentile(ledger.latencies_ms[route], 99),
+            "max_ms": max(ledger.latencies_ms[route], default=None),
         }
         for route in ROUTES
     }
@@ -624,6 +660,8 @@ def build_report(
         "rss_mib": windows,
         "rss_growth": growth,
         "rss_samples": [(round(at, 1), round(mib, 1)) for at, mib in ledger.rss],  # every 5 s
+        "log_queue_depth_max": max((d for _, d in ledger.queue_depth), default=None),
+        "log_queue_depth_samples": [(round(at, 1), d) for at, d in ledger.queue_depth],
         "feedback_deferred": ledger.feedback_deferred,
         "cpu_cores": ledger.cpu_cores,
         "outage_s": ledger.outage,
@@ -677,11 +715,13 @@ def fmt(value: float | None, digits: int = 0) -> str:
 def render(report: dict[str, Any]) -> str:
     rec, lines = report["reconciliation"], []
     lines.append(f"requests {report['requests']:,}   failed {report['failed']}")
-    lines.append(f"{'route':<16}{'ok':>9}{'failed':>8}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    lines.append(
+        f"{'route':<16}{'ok':>9}{'failed':>8}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    )
     for route, row in report["routes"].items():
         lines.append(
             f"{route:<16}{row['ok']:>9,}{row['failed']:>8}{fmt(row['per_s'], 1):>8}"
-            f"{fmt(row['p50_ms'], 1):>9}{fmt(row['p99_ms'], 1):>9}"
+            f"{fmt(row['p50_ms'], 1):>9}{fmt(row['p99_ms'], 1):>9}{fmt(row['max_ms'], 0):>9}"
         )
     lines.append(
         "RSS (MiB, mean per window): "
@@ -701,6 +741,7 @@ def render(report: dict[str, Any]) -> str:
         f"load generator {fmt(cores.get('load_generator'), 2)}"
     )
     lines.append(f"prediction log: {_short_series(report['prediction_log'])}")
+    lines.append(f"prediction log queue depth, largest sample: {report['log_queue_depth_max']}")
     if report["outage_s"]:
         began, ended = report["outage_s"]
         lines.append(
@@ -746,6 +787,7 @@ def prediction_log_store(config: SoakConfig) -> Iterator[tuple[str, Any]]:
         say(f"private PostgreSQL cluster on 127.0.0.1:{cluster.port}")
         yield cluster.url, cluster
     finally:
+        signal_postgres(cluster, signal.SIGCONT)  # a frozen cluster would not stop
         cluster.destroy()
 
 
@@ -849,6 +891,12 @@ def parse_args(argv: list[str] | None = None) -> SoakConfig:
         "--pg-outage-at", type=float, default=None, help="seconds in (default: a third)"
     )
     parser.add_argument(
+        "--pg-outage-kind",
+        choices=["stop", "freeze"],
+        default="stop",
+        help="stop: pg_ctl stop, connections refused; freeze: SIGSTOP, connections hang",
+    )
+    parser.add_argument(
         "--sigkill",
         action="store_true",
         help="end with SIGKILL under load, restart, replay, and measure the records lost",
@@ -873,6 +921,7 @@ def parse_args(argv: list[str] | None = None) -> SoakConfig:
         postgres=args.postgres,
         pg_outage_s=args.pg_outage,
         pg_outage_at_s=args.pg_outage_at,
+        pg_outage_kind=args.pg_outage_kind,
         sigkill=args.sigkill,
     )
 
