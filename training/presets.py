@@ -40,9 +40,10 @@ _NAME_HINTS = {"imdb": "imdb", "sst": "sst2", "semeval": "semeval", "tweeteval":
 
 def detect_preset(data: Path) -> str | None:
     """The preset whose data set ``data`` is, judged by its path (``.../imdb``, ``sst2``, ...)."""
-    name = data.resolve().name.lower() if data.exists() else data.name.lower()
-    if data.is_file():
-        name = data.resolve().parent.name.lower() + "/" + name
+    path = data.resolve()
+    # A file (train.parquet) is named by its folder; a folder by itself.
+    name = f"{path.parent.name}/{path.name}" if path.suffix else path.name
+    name = name.lower()
     for hint, preset in _NAME_HINTS.items():
         if hint in name:
             return preset
