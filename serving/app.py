@@ -190,13 +190,17 @@ class Service:
         return model, predictions
 
     def describer(self, model: LoadedModel) -> asyncio.Task[TextDescriber]:
-        """The descriptors' tokenizer and vocabulary of ``model``, loaded once per version in a
-        thread (the model store keeps only the scorer; the artifact is small)."""
+        """The descriptors' tokenizer and vocabulary of ``model``, built once per version in a
+        thread: from the loaded pipeline, or by loading the artifact for a model loaded without
+        one."""
         task = self._describers.get(model.version)
         if task is None:
-            task = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(load_describer, model.ref.load_uri)
+            build = (
+                asyncio.to_thread(TextDescriber.for_pipeline, model.pipeline)
+                if model.pipeline is not None
+                else asyncio.to_thread(load_describer, model.ref.load_uri)
             )
+            task = asyncio.get_running_loop().create_task(build)
             self._describers = {model.version: task}  # older versions' describers go
         return task
 

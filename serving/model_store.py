@@ -57,6 +57,8 @@ class LoadedModel:
     metrics: dict[str, float]
     # texts -> per text, per class, the n-grams that pushed towards it; None: cannot explain
     explain: Callable[[list[str]], list[dict[str, Any]]] | None = None
+    # EmotiTrack's fitted scikit-learn pipeline (its tokenizer and vocabulary); None otherwise
+    pipeline: Any = None
 
     @property
     def version(self) -> str:
@@ -129,18 +131,24 @@ def load(client: MlflowClient, ref: ModelRef) -> LoadedModel:
         load_seconds=time.perf_counter() - started,
         metrics=metrics,
         explain=_explainer(pyfunc),
+        pipeline=_pipeline_of(pyfunc),
     )
 
 
-def _explainer(pyfunc: PyFuncModel) -> Callable[[list[str]], list[dict[str, Any]]] | None:
-    """Explanations come from EmotiTrack's own linear pipeline; other models have none."""
+def _pipeline_of(pyfunc: PyFuncModel) -> Any:
+    """The scikit-learn pipeline inside an EmotiTrack model, or None for any other pyfunc."""
     try:
         inner = pyfunc.unwrap_python_model()
     except Exception:  # not a PythonModel flavour
         return None
-    if not isinstance(inner, SentimentModel) or inner.pipeline is None:
+    return inner.pipeline if isinstance(inner, SentimentModel) else None
+
+
+def _explainer(pyfunc: PyFuncModel) -> Callable[[list[str]], list[dict[str, Any]]] | None:
+    """Explanations come from EmotiTrack's own linear pipeline; other models have none."""
+    pipeline = _pipeline_of(pyfunc)
+    if pipeline is None:
         return None
-    pipeline = inner.pipeline
 
     def explain_texts(texts: list[str]) -> list[dict[str, Any]]:
         return explain(pipeline, texts)
