@@ -45,7 +45,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 class Hyperparameters:
     """Pipeline knobs, exposed as MLproject parameters and ``emotitrack train`` options.
 
-    Defaults are the IMDB preset (see ``training.presets``), chosen on a validation split of the
+    Defaults are the IMDB preset (see ``training.presets``), chosen by cross-validation on the
     IMDB training data, never on test."""
 
     ngram_max: int = 3
@@ -56,7 +56,7 @@ class Hyperparameters:
     sublinear_tf: bool = True
     negation: bool = True
     nb_scaling: bool = True
-    C: float = 30.0
+    C: float = 100.0
     class_weight: str = "none"
     calibration_folds: int = 3
     max_iter: int = 2000

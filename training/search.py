@@ -74,7 +74,7 @@ def candidate_grid(binary: bool, base: Hyperparameters) -> list[Hyperparameters]
     if binary:
         features = [{"ngram_max": n, "negation": neg} for n in (2, 3) for neg in (False, True)]
         heads = [
-            {"nb_scaling": nb, "C": c} for nb in (True, False) for c in (3.0, 10.0, 30.0, 100.0)
+            {"nb_scaling": nb, "C": c} for nb in (True, False) for c in (10.0, 30.0, 100.0, 300.0)
         ]
     else:
         features = [{"ngram_max": n, "char_ngram_max": ch} for n in (2, 3) for ch in (0, 5)]
