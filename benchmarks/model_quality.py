@@ -27,13 +27,13 @@ from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 
-from training.data import LABEL, TEXT, Splits, load_labelled, make_splits  # noqa: E402
+from training.data import LABEL, TEXT, Splits  # noqa: E402
 from training.evaluate import score  # noqa: E402
 from training.model import prediction_table  # noqa: E402
 from training.presets import PRESETS  # noqa: E402
 from training.progress import configure_logging  # noqa: E402
 from training.settings import TrainingSettings  # noqa: E402
-from training.train import single_text_latency_ms, train  # noqa: E402
+from training.train import load_splits, single_text_latency_ms, train  # noqa: E402
 
 
 def default_pipeline(class_weight: str) -> Pipeline:
@@ -86,13 +86,7 @@ def run(benchmark: Benchmark, data_root: Path, work: Path) -> dict[str, object]:
         model_name=f"quality-{benchmark.preset}",
     )
     ours = train(settings, PRESETS[benchmark.preset], benchmark.preset).metrics
-    splits = make_splits(
-        load_labelled(settings.data),
-        seed=settings.seed,
-        validation_fraction=settings.validation_fraction,
-        test_fraction=settings.test_fraction,
-        min_rows=settings.min_rows,
-    )  # the very splits the run used
+    splits = load_splits(settings)  # the very splits the run used
     baseline = score_default_pipeline(splits, PRESETS[benchmark.preset].class_weight)
     return {
         "data set": benchmark.folder,

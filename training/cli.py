@@ -73,21 +73,7 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
         formatter_class=fmt,
     )
     _add_data_options(train, settings)
-    train.add_argument(
-        "--seed", type=parse_int, default=settings.seed, help="seed for splits and model"
-    )
-    train.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=settings.validation_fraction,
-        help="share of train held out for validation when the data has no validation split",
-    )
-    train.add_argument(
-        "--test-fraction",
-        type=float,
-        default=settings.test_fraction,
-        help="share held out as test when the data has no test split",
-    )
+    _add_split_options(train, settings)
     _add_hyperparameter_options(train)
     train.add_argument("--promote", action="store_true", help="promote the new version afterwards")
     train.add_argument(
@@ -105,7 +91,7 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
         formatter_class=fmt,
     )
     _add_data_options(search, settings)
-    search.add_argument("--seed", type=parse_int, default=settings.seed, help="seed for folds")
+    _add_split_options(search, settings)
     search.add_argument("--folds", type=parse_int, default=3, help="cross-validation folds")
     search.add_argument(
         "--max-candidates", type=parse_int, default=16, help="most candidates drawn from the grid"
@@ -256,11 +242,27 @@ def _add_data_options(parser: argparse.ArgumentParser, settings: TrainingSetting
     parser.add_argument("--experiment", default=settings.experiment, help="MLflow experiment")
 
 
-def _train(args: argparse.Namespace, settings: TrainingSettings) -> int:
-    from training.registry import promote
-    from training.train import train
+def _add_split_options(parser: argparse.ArgumentParser, settings: TrainingSettings) -> None:
+    parser.add_argument(
+        "--seed", type=parse_int, default=settings.seed, help="seed for splits, folds and model"
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=settings.validation_fraction,
+        help="share of train held out for validation when the data has no validation split",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=settings.test_fraction,
+        help="share held out as test when the data has no test split",
+    )
 
-    run_settings = settings.model_copy(
+
+def _run_settings(args: argparse.Namespace, settings: TrainingSettings) -> TrainingSettings:
+    """The settings with this command line's data, split and registry options on top."""
+    return settings.model_copy(
         update={
             "data": args.data,
             "text_column": args.text_column,
@@ -272,6 +274,13 @@ def _train(args: argparse.Namespace, settings: TrainingSettings) -> int:
             "test_fraction": args.test_fraction,
         }
     )
+
+
+def _train(args: argparse.Namespace, settings: TrainingSettings) -> int:
+    from training.registry import promote
+    from training.train import train
+
+    run_settings = _run_settings(args, settings)
     preset, hp = chosen_hyperparameters(args)
     print(f"hyper-parameters ({'preset ' + preset if preset else 'no preset'}): {hp.as_params()}")
     result = train(run_settings, hp, preset)
@@ -289,16 +298,7 @@ def _search(args: argparse.Namespace, settings: TrainingSettings) -> int:
     from training.registry import promote
     from training.search import SearchOptions, search
 
-    run_settings = settings.model_copy(
-        update={
-            "data": args.data,
-            "text_column": args.text_column,
-            "label_column": args.label_column,
-            "model_name": args.model_name,
-            "experiment": args.experiment,
-            "seed": args.seed,
-        }
-    )
+    run_settings = _run_settings(args, settings)
     _, base = chosen_hyperparameters(args)
     options = SearchOptions(
         folds=args.folds,

@@ -24,11 +24,11 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from training.data import LABEL, TEXT, DataError, Splits, load_labelled, make_splits
+from training.data import LABEL, TEXT, DataError, Splits
 from training.model import Hyperparameters, build_pipeline
-from training.progress import log, step
+from training.progress import log
 from training.settings import TrainingSettings
-from training.train import TrainingResult, spelled_params, train_in_run
+from training.train import TrainingResult, load_splits, spelled_params, train_in_run
 
 FEATURE_FIELDS = ("ngram_max", "char_ngram_max", "max_features", "min_df", "max_df", "negation")
 METRICS = {
@@ -107,15 +107,7 @@ def search(
     mlflow.set_tracking_uri(settings.tracking_uri)
     if "MLFLOW_RUN_ID" not in os.environ:
         mlflow.set_experiment(settings.experiment)
-    with step(f"loading {settings.data}"):
-        data = load_labelled(settings.data, settings.text_column, settings.label_column)
-        splits = make_splits(
-            data,
-            seed=settings.seed,
-            validation_fraction=settings.validation_fraction,
-            test_fraction=settings.test_fraction,
-            min_rows=settings.min_rows,
-        )
+    splits = load_splits(settings)
     binary = len(splits.labels) == 2
     metric = (
         options.metric if options.metric != "auto" else ("accuracy" if binary else "recall_macro")

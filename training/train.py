@@ -70,6 +70,18 @@ def train(
     # Under `mlflow run` the run (and its experiment) already exists: MLFLOW_RUN_ID names it.
     if "MLFLOW_RUN_ID" not in os.environ:
         mlflow.set_experiment(settings.experiment)
+    splits = load_splits(settings)
+    if hp.nb_scaling and len(splits.labels) != 2:
+        raise DataError(
+            f"{settings.data}: {len(splits.labels)} classes {splits.labels}; Naive-Bayes scaling "
+            "needs two: pass --nb-scaling false (or --preset semeval for 3-class tweets)"
+        )
+    with mlflow.start_run() as run:
+        return train_in_run(run.info.run_id, settings, hp, splits, preset)
+
+
+def load_splits(settings: TrainingSettings) -> Splits:
+    """The checked train/validation/test splits of ``settings.data``, as every run makes them."""
     with step(f"loading {settings.data}"):
         data = load_labelled(settings.data, settings.text_column, settings.label_column)
         splits = make_splits(
@@ -86,13 +98,7 @@ def train(
         len(splits.test),
         splits.labels,
     )
-    if hp.nb_scaling and len(splits.labels) != 2:
-        raise DataError(
-            f"{settings.data}: {len(splits.labels)} classes {splits.labels}; Naive-Bayes scaling "
-            "needs two: pass --nb-scaling false (or --preset semeval for 3-class tweets)"
-        )
-    with mlflow.start_run() as run:
-        return train_in_run(run.info.run_id, settings, hp, splits, preset)
+    return splits
 
 
 def train_in_run(
