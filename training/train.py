@@ -121,7 +121,7 @@ def train_in_run(
             "test_fraction": settings.test_fraction,
             "test_from_source": splits.test_from_source,
             "labels": ",".join(splits.labels),
-            "preset": preset or "none",
+            "resolved_preset": preset or "none",  # `preset` itself: what was asked (auto)
         },
     )
     digest = _log_data(settings, splits)

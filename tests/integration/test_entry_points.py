@@ -45,7 +45,8 @@ def test_mlflow_run_train_then_promote(imdb_sample: Path, tracking_uri: str) -> 
     train_run = next(r for r in runs if "max_features" in r.data.params)
     params = train_run.data.params
     assert params["max_features"] == "5000" and params["C"] == "10.0" and params["seed"] == "7"
-    assert params["preset"] == "imdb" and params["ngram_max"] == "3"  # detected from the path
+    assert params["preset"] == "auto" and params["resolved_preset"] == "imdb"  # from the path
+    assert params["ngram_max"] == "3"
     production = client.get_model_version_by_alias("emotitrack-sentiment", "production")
     assert production.run_id == train_run.info.run_id
     assert production.tags["promotion_reason"] == "mlproject test"

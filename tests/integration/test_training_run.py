@@ -31,7 +31,7 @@ def test_run_logs_params_metrics_and_tags(
 ) -> None:
     run = MlflowClient().get_run(trained.run_id)
     assert run.data.params["C"] == "100.0" and run.data.params["max_features"] == "20000"
-    assert run.data.params["nb_scaling"] == "true" and run.data.params["preset"] == "none"
+    assert run.data.params["nb_scaling"] == "true" and run.data.params["resolved_preset"] == "none"
     assert run.data.params["labels"] == "negative,positive"
     for split in ("val", "test"):
         for metric in (

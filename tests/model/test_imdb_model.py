@@ -68,7 +68,7 @@ def test_accuracy_calibration_and_size_meet_the_targets(
 ) -> None:
     result, _ = imdb_model
     logged = mlflow.MlflowClient().get_run(result.run_id).data
-    assert logged.params["preset"] == "imdb"
+    assert logged.params["resolved_preset"] == "imdb"
     assert logged.metrics["data_test_rows"] == 25_000  # the whole official test split
     assert result.metrics["test_accuracy"] >= 0.913  # NBSVM-bigram: 91.22 (Wang & Manning 2012)
     assert result.metrics["test_ece"] <= 0.02
