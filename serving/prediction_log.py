@@ -173,12 +173,14 @@ class PredictionLog:
         flush_interval_s: float = 0.5,
         flush_rows: int = 500,
         buffer_rows: int = 50_000,
+        stall_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
         self.spill_dir = spill_dir
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
         self.buffer_rows = buffer_rows
+        self.stall_timeout_s = stall_timeout_s
         self.counters = LogCounters()
         self._buffer: deque[PredictionRecord] = deque()
         self._lock = threading.Lock()
@@ -186,6 +188,11 @@ class PredictionLog:
         self._stop = threading.Event()
         self._engine: sa.Engine | None = None
         self._thread: threading.Thread | None = None
+        self._guard: threading.Thread | None = None
+        # the batch the writer is inserting and since when (monotonic), for the stall guard
+        self._inflight: Sequence[PredictionRecord] = ()
+        self._inflight_spilled = False
+        self._write_started: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -194,15 +201,29 @@ class PredictionLog:
         self._ensure_tables()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
+        self._guard = threading.Thread(
+            target=self._guard_stalls, name="prediction-log-guard", daemon=True
+        )
+        self._guard.start()
 
     def close(self, timeout: float = 30.0) -> None:
         """Write (or spill) everything still buffered; called on shutdown (SIGTERM)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._drain()
-        if self._engine is not None:
+        deadline = time.monotonic() + timeout
+        while (
+            self._thread is not None
+            and self._thread.is_alive()
+            and time.monotonic() < deadline
+            and not self._stalled()
+        ):
+            self._thread.join(0.1)
+        if self._thread is not None and self._thread.is_alive():
+            # The writer is stuck in the store: trying another write would hang shutdown too.
+            self._spill_stuck_records()
+        else:
+            self._drain()
+        if self._engine is not None and not self._stalled():
             self._engine.dispose()
 
     # -- request path --------------------------------------------------------------------------
@@ -248,6 +269,8 @@ class PredictionLog:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             self._flush_buffer()
+            if not self.counters.store_up and self.spill_files():
+                self._probe()  # no new records may come to show the store is back
             if self.counters.store_up:
                 self._replay_spill_files()
 
@@ -273,6 +296,8 @@ class PredictionLog:
 
     def _write(self, records: Sequence[PredictionRecord]) -> bool:
         assert self._engine is not None
+        self._inflight, self._inflight_spilled = records, False
+        self._write_started = time.monotonic()
         try:
             if not self.counters.store_up:
                 self._ensure_tables()
@@ -284,9 +309,50 @@ class PredictionLog:
         except sa.exc.SQLAlchemyError as exc:
             self._mark_down(exc)
             return False
+        finally:
+            self._inflight, self._write_started = (), None
+        if not self.counters.store_up:  # a write that outlived the stall guard did land
+            log.info("prediction log store reachable again: %s", redacted_url(self.url))
+            self.counters.store_up = True
         self.counters.written += len(records)
         self._forget(records)
         return True
+
+    def _probe(self) -> None:
+        """Ask a store marked down whether it is back (under the stall guard, like a write)."""
+        self._write_started = time.monotonic()
+        try:
+            self._ensure_tables()
+        finally:
+            self._write_started = None
+
+    # -- stall guard ---------------------------------------------------------------------------
+    def _stalled(self) -> bool:
+        started = self._write_started
+        return started is not None and time.monotonic() - started > self.stall_timeout_s
+
+    def _guard_stalls(self) -> None:
+        """A hung store (a frozen server, a lock never released) blocks the writer inside a
+        statement that no client-side timeout ends, and records would pile up in memory where a
+        crash loses them. While the writer is stuck, move them to spill files every tick."""
+        while not self._stop.wait(self.flush_interval_s):
+            if self._stalled():
+                self._spill_stuck_records()
+
+    def _spill_stuck_records(self) -> None:
+        """Spill the batch the stuck writer holds (inserts are idempotent, so it may also land
+        later) and everything buffered behind it."""
+        if self.counters.store_up:
+            self._mark_down(TimeoutError(f"write stalled over {self.stall_timeout_s:g} s"))
+        inflight = list(self._inflight)
+        if inflight and not self._inflight_spilled:
+            self._inflight_spilled = True
+            self._spill(inflight)
+        with self._lock:
+            rest = list(self._buffer)
+            self._buffer.clear()
+        if rest:
+            self._spill(rest)
 
     def _ensure_tables(self) -> None:
         assert self._engine is not None
@@ -333,7 +399,11 @@ class PredictionLog:
         return sorted(self.spill_dir.glob("spill-*.jsonl"))
 
     def _replay_spill_files(self) -> None:
+        """Replay spill files, oldest first, until a batch of new records is waiting: those are
+        flushed first, so they do not pile up in memory behind a long replay."""
         for path in self.spill_files():
+            if len(self._buffer) >= self.flush_rows:
+                return
             try:
                 records = [
                     PredictionRecord.from_json(line)

@@ -275,3 +275,30 @@ def test_a_promoted_version_with_missing_artifacts_is_refused_while_the_old_one_
         mlflow.set_tracking_uri(registry.tracking_uri)
     alerts = [r for r in _alert_rules() if RELOADS in r.get("expr", "")]
     assert any("load_failed" in r["expr"] for r in alerts), alerts
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_while_the_store_hangs_loses_at_most_one_flush_interval(
+    registry: Registry, imdb_sample: Path, tmp_path: Path
+) -> None:
+    # PostgreSQL frozen (SIGSTOP) from 4 s to 16 s, the server killed at 12 s: the writer is
+    # stuck inside an insert no timeout ends; the stall guard must have moved records to disk.
+    config = soak_config(
+        imdb_sample,
+        tmp_path,
+        minutes=0.2,
+        pg_outage_s=12.0,
+        pg_outage_at_s=4.0,
+        pg_outage_kind="freeze",
+        sigkill=True,
+    )
+    report = run_soak(config, registry)
+
+    assert report["failed"] == 0, report["failure_samples"]
+    shutdown, reconciliation = report["shutdown"], report["reconciliation"]
+    assert shutdown["killed_exit_code"] == -9
+    assert shutdown["spilled_records_at_restart"] > 0
+    assert shutdown["replayed_by_restart"] == shutdown["spilled_records_at_restart"]
+    lost = reconciliation["missing"]
+    assert lost <= config.log_flush_rows + shutdown["acked_last_flush_interval"], (lost, shutdown)
+    assert reconciliation["duplicates"] == 0 and reconciliation["acknowledged"] - lost > 500

@@ -198,3 +198,35 @@ def test_a_log_written_before_hashes_still_reads_and_takes_hashed_records(tmp_pa
     assert frame.loc["old-1", "text"] == "an old review"
     assert pd.isna(frame.loc[new.request_id, "text"])
     assert frame.loc[new.request_id, "word_count"] == 2.0
+
+
+def test_a_hung_store_makes_records_spill_instead_of_waiting_in_memory(tmp_path: Path) -> None:
+    # A write that blocks (here: SQLite waiting on another connection's exclusive lock, as a
+    # frozen PostgreSQL would) must not leave acknowledged records only in memory.
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, tmp_path / "spill", flush_interval_s=0.05, stall_timeout_s=0.3)
+    log.start()
+    blocker = sa.create_engine(url).raw_connection()
+    blocker.execute("BEGIN EXCLUSIVE")
+    records = [record(i) for i in range(40)]
+    for i in range(0, 40, 10):
+        log.submit(records[i : i + 10])
+        time.sleep(0.2)
+    time.sleep(0.6)
+    spilled_ids = {
+        PredictionRecord.from_json(line).request_id
+        for path in log.spill_files()
+        for line in path.read_text().splitlines()
+    }
+    assert spilled_ids == {r.request_id for r in records}  # all on disk while the store hangs
+    assert log.queue_depth() == 0 and not log.counters.store_up
+    assert "stalled" in log.counters.last_error
+    blocker.rollback()
+    blocker.close()
+    deadline = time.monotonic() + 15
+    while log.spill_files() and time.monotonic() < deadline:  # store back: spill replayed
+        time.sleep(0.1)
+    log.close()
+    assert not log.spill_files()
+    frame = PredictionReader(url).read()
+    assert sorted(frame["request_id"]) == sorted(r.request_id for r in records)  # once each
