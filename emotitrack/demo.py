@@ -59,6 +59,9 @@ def run_demo(settings: TrainingSettings, *, ui: bool, host: str, port: int) -> i
         print(f"drift report ({verdict}): file://{Path(report.report_html).resolve()}", flush=True)
         if not ui:
             return 0
+        # Ctrl-C ends the demo even when it was started with SIGINT ignored (a background job
+        # of a script, or a parent that ignores it: Python then installs no handler).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         processes[0] = api = _start(_serve_command(host, api_port), env)
         _wait_until_ok(f"{api_url}/ready", api)
         ui_port = _free_port(host, port)

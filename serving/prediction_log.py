@@ -399,11 +399,10 @@ class PredictionLog:
         return sorted(self.spill_dir.glob("spill-*.jsonl"))
 
     def _replay_spill_files(self) -> None:
-        """Replay spill files, oldest first, until a batch of new records is waiting: those are
-        flushed first, so they do not pile up in memory behind a long replay."""
+        """Replay every spill file, oldest first. New records wait in memory meanwhile (bounded
+        by the buffer, which spills): replaying one file per pass instead left 3,000 records
+        unreplayed 8 s after a short outage in the fault test."""
         for path in self.spill_files():
-            if len(self._buffer) >= self.flush_rows:
-                return
             try:
                 records = [
                     PredictionRecord.from_json(line)
