@@ -28,7 +28,13 @@ from training.data import LABEL, TEXT, DataError, Splits
 from training.model import Hyperparameters, build_pipeline
 from training.progress import log
 from training.settings import TrainingSettings
-from training.train import TrainingResult, load_splits, spelled_params, train_in_run
+from training.train import (
+    TrainingResult,
+    load_splits,
+    log_new_params,
+    spelled_params,
+    train_in_run,
+)
 
 FEATURE_FIELDS = ("ngram_max", "char_ngram_max", "max_features", "min_df", "max_df", "negation")
 METRICS = {
@@ -121,16 +127,17 @@ def search(
         )
     candidates = choose_candidates(space, options.max_candidates, settings.seed)
     with mlflow.start_run(run_name=f"search {Path(settings.data).name}") as parent:
-        mlflow.log_params(
+        log_new_params(  # under `mlflow run` the MLproject parameters are logged already
+            parent.info.run_id,
             {
                 "data": str(settings.data),
                 "folds": options.folds,
-                "metric": metric,
+                "cv_metric": metric,
                 "candidates": len(candidates),
                 "grid_size": len(space),
                 "time_budget_min": options.time_budget_min,
                 "seed": settings.seed,
-            }
+            },
         )
         mlflow.set_tag("emotitrack.kind", "search")
         scores = _cross_validate(candidates, splits, options, metric, settings.seed)

@@ -109,7 +109,7 @@ def train_in_run(
     preset: str | None = None,
 ) -> TrainingResult:
     """Fit, evaluate, log and register inside the active run ``run_id``."""
-    _log_params(
+    log_new_params(
         run_id,
         {
             **hp.as_params(),
@@ -230,7 +230,7 @@ def _log_behaviour(pipeline: Pipeline, classes: list[str]) -> dict[str, float]:
     return {f"behaviour_{r.name}": r.pass_rate for r in results}
 
 
-def _log_params(run_id: str, params: dict[str, object]) -> None:
+def log_new_params(run_id: str, params: dict[str, object]) -> None:
     """Log what `mlflow run` has not logged already: it records the MLproject parameters as
     given (``true``, ``7.0``), and MLflow refuses to log a key twice with another spelling."""
     logged = mlflow.MlflowClient().get_run(run_id).data.params

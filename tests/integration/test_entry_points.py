@@ -53,6 +53,25 @@ def test_mlflow_run_train_then_promote(imdb_sample: Path, tracking_uri: str) -> 
     assert not (REPO / "mlflow.db").exists() or "mlflow.db" in (REPO / ".gitignore").read_text()
 
 
+def test_mlflow_run_search(imdb_sample: Path, tracking_uri: str) -> None:
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
+    run_ok(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
+         "-e", "search", "--experiment-name", "search-mlproject", "-P", f"data={imdb_sample}",
+         "-P", "folds=2", "-P", "max_candidates=2",
+         "-P", "hyperparameters=max_features=5000,calibration_folds=0"],
+        REPO, env,
+    )  # fmt: skip
+    runs = mlflow.search_runs(experiment_names=["search-mlproject"], output_format="list")
+    parent = next(r for r in runs if r.data.tags.get("emotitrack.kind") == "search")
+    assert parent.data.params["metric"] == "auto" and parent.data.params["cv_metric"] == "accuracy"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 3  # two candidates and the refit
+    version = MlflowClient(tracking_uri).get_model_version("emotitrack-sentiment", "1")
+    assert version.run_id == parent.data.tags["best_run_id"]
+
+
 def test_demo_non_interactive(imdb_sample: Path, tracking_uri: str, tmp_path: Path) -> None:
     env = {**os.environ, "EMOTITRACK_DATA": str(imdb_sample)}
     done = run_ok([sys.executable, "-m", "emotitrack", "demo", "--no-ui"], tmp_path, env)

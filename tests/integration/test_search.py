@@ -70,4 +70,4 @@ def test_search_on_three_classes_uses_average_recall_without_nb_scaling(
     assert "best cv recall_macro" in capsys.readouterr().out
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     parent = next(r for r in runs if r.data.tags.get("emotitrack.kind") == "search")
-    assert parent.data.params["metric"] == "recall_macro"
+    assert parent.data.params["cv_metric"] == "recall_macro"
