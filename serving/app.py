@@ -4,15 +4,16 @@
 # from their annotations, and those models are built per app (configured limits) in a closure.
 
 import asyncio
+import gc
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -98,7 +99,12 @@ class Service:
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         self.metrics: ServingMetrics = build_metrics()
-        self.store = ModelStore(settings.model_uri, settings.tracking_uri, self._record_outcome)
+        self.store = ModelStore(
+            settings.model_uri,
+            settings.tracking_uri,
+            self._record_outcome,
+            scoring_process=settings.scoring_process,
+        )
         self.batcher = MicroBatcher(
             window_ms=settings.batch_window_ms, max_batch=settings.max_model_batch
         )
@@ -153,11 +159,13 @@ class Service:
             descriptors = [describer.describe_one(text) for text in texts]
         now = datetime.now(UTC)
         classes = model.classes
-        best = proba.argmax(axis=1)
+        best = proba.argmax(axis=1).tolist()
+        confidences = []
         predictions, records = [], []
         for text, text_sha256, described, row, index in zip(
-            stored_texts, hashes, descriptors, proba.tolist(), best.tolist(), strict=True
+            stored_texts, hashes, descriptors, proba.tolist(), best, strict=True
         ):
+            confidences.append(row[index])
             probabilities = dict(zip(classes, row, strict=True))
             request_id = new_request_id()
             predictions.append(
@@ -186,7 +194,7 @@ class Service:
                 )
             )
         self.prediction_log.submit(records)
-        self._count(model, proba, best)
+        self._count(model, confidences, best)
         return model, predictions
 
     def describer(self, model: LoadedModel) -> asyncio.Task[TextDescriber]:
@@ -204,13 +212,14 @@ class Service:
             self._describers = {model.version: task}  # older versions' describers go
         return task
 
-    def _count(self, model: LoadedModel, proba: np.ndarray, best: np.ndarray) -> None:
+    def _count(self, model: LoadedModel, confidences: list[float], best: list[int]) -> None:
+        # Plain Python: np.unique and per-call label lookups were ~10% of a single prediction.
         self.metrics.log_queued.inc(len(best))
-        for index, count in zip(*np.unique(best, return_counts=True), strict=True):
+        for index, count in Counter(best).items():
             self.metrics.predictions.labels(
                 label=model.classes[index], model_version=model.version
-            ).inc(int(count))
-        for confidence in proba.max(axis=1).tolist():
+            ).inc(count)
+        for confidence in confidences:
             self.metrics.confidence.observe(confidence)
 
     def check_texts(self, texts: list[str]) -> None:
@@ -249,6 +258,15 @@ class Service:
                 self._synced[name] = value
         self.metrics.log_queue_depth.set(self.prediction_log.queue_depth())
         self.metrics.log_store_up.set(1 if counters.store_up else 0)
+        self.metrics.scoring_process_up.set(
+            1 if scoring_place(self.store.current) == "process" else 0
+        )
+
+
+def scoring_place(model: LoadedModel | None) -> str | None:
+    if model is None:
+        return None
+    return "process" if model.scoring is not None and model.scoring.in_child else "in-process"
 
 
 def load_describer(load_uri: str) -> TextDescriber:
@@ -294,6 +312,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A request allocates hundreds of short-lived objects: collecting the youngest
+        # generation every 50,000 allocations instead of 700 gave ~7% more req/s at c=64 (the
+        # long-lived heap is frozen after each model load: model_store.freeze_long_lived_objects).
+        gc.set_threshold(50_000)
         service = Service(settings)
         app.state.service = service
         await asyncio.to_thread(service.prediction_log.start)
@@ -309,6 +331,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             with suppress(asyncio.CancelledError):
                 await poller
             await service.batcher.stop()
+            await service.store.close()
             await asyncio.to_thread(service.prediction_log.close)
             log.info(
                 "prediction log closed: %d written, %d spilled, %d dropped",
@@ -390,6 +413,7 @@ def _add_routes(app: FastAPI, settings: ServingSettings) -> None:
             registry_error=status.last_error,
             last_check_at=status.last_check_at,
             prediction_log_store_up=service.prediction_log.counters.store_up,
+            scoring=scoring_place(model),
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if model else 503)
 

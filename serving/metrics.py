@@ -43,6 +43,7 @@ class ServingMetrics:
     log_dropped: Counter
     log_queue_depth: Gauge
     log_store_up: Gauge
+    scoring_process_up: Gauge
 
     def exposition(self) -> tuple[bytes, str]:
         if multiprocess_dir():
@@ -153,6 +154,13 @@ def build_metrics() -> ServingMetrics:
         log_store_up=Gauge(
             "emotitrack_prediction_log_store_up",
             "1 if the prediction log store answered the last write.",
+            registry=registry,
+            multiprocess_mode="min",
+        ),
+        scoring_process_up=Gauge(
+            "emotitrack_scoring_process_up",
+            "1 if the model scores in its child process, 0 if in the API process (starting, "
+            "restarting, or EMOTITRACK_SCORING_PROCESS=false).",
             registry=registry,
             multiprocess_mode="min",
         ),

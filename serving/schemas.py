@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -153,6 +153,11 @@ class Readiness(BaseModel):
     registry_error: str = ""
     last_check_at: datetime | None = None
     prediction_log_store_up: bool
+    scoring: Literal["process", "in-process"] | None = Field(
+        None,
+        description="Where the model scores: its child process, or in the API process (child "
+        "off, starting or restarting).",
+    )
 
 
 class ModelInfo(BaseModel):

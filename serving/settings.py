@@ -66,6 +66,12 @@ class ServingSettings(BaseSettings):
         "requests that arrive while the model is busy share the next call.",
     )
     max_model_batch: int = Field(256, gt=0, description="Most texts in one model call.")
+    scoring_process: bool = Field(
+        True,
+        description="Score in a child process per worker, so tokenising uses another core than "
+        "the HTTP event loop (the model is held twice in memory). Until the child is up, or "
+        "if it fails, requests are scored in-process.",
+    )
     prediction_log_url: str = Field(
         "sqlite:///predictions.db",
         description="Prediction log store (SQLAlchemy URL): SQLite embedded, PostgreSQL for "

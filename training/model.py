@@ -35,6 +35,7 @@ from training.features import (
     normalize_text,
     normalize_with_negation,
 )
+from training.scoring import attach_ngram_indexes
 
 PIPELINE_ARTIFACT = "pipeline"
 PROBABILITY_PREFIX = "prob_"
@@ -156,6 +157,7 @@ def fit_pipeline(
     clf.coef_ /= temperature
     clf.intercept_ /= temperature
     pipeline.steps[1:] = [("nb", "passthrough"), ("clf", clf)]
+    attach_ngram_indexes(pipeline)  # what serving scores with (training.scoring)
     return temperature
 
 

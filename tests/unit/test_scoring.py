@@ -1,0 +1,103 @@
+"""The compiled scorer gives the pipeline's own probabilities, for every pipeline shape we train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from tests.conftest import write_sample
+from training.model import Hyperparameters, build_pipeline, fit_pipeline, probabilities
+from training.scoring import compile_scorer, ngram_index
+
+# Edge cases next to real reviews: nothing known, one known word, markup only, a repeated word.
+ODD_TEXTS = ["", "zzqx qqzx", "good", "<br /><br />", "bad bad bad bad bad", "NOT good!!! :("]
+
+
+def fitted(data: Path, hp: Hyperparameters) -> tuple[Pipeline, list[str]]:
+    train = pd.read_parquet(data / "train.parquet")
+    test = pd.read_parquet(data / "test.parquet")
+    pipeline = build_pipeline(hp, seed=0)
+    fit_pipeline(pipeline, train["text"].tolist(), train["label"].tolist(), 0, seed=0)
+    return pipeline, test["text"].tolist()[:300] + ODD_TEXTS
+
+
+def assert_same_probabilities(pipeline: Pipeline, texts: list[str]) -> None:
+    score = compile_scorer(pipeline)
+    assert score is not None
+    expected = probabilities(pipeline, texts)
+    for batch in (texts, texts[:1], texts[-3:]):
+        np.testing.assert_allclose(score(batch), probabilities(pipeline, batch), atol=1e-6)
+    assert (score(texts).argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def test_imdb_preset_pipeline_scores_through_its_saved_index(imdb_sample: Path) -> None:
+    pipeline, texts = fitted(imdb_sample, Hyperparameters(calibration_folds=0))
+    index = pipeline.named_steps["features"].ngram_index_
+    assert index is not None and len(index.keys) == len(
+        pipeline.named_steps["features"].vocabulary_
+    )
+    assert_same_probabilities(pipeline, texts)
+
+
+def test_a_version_saved_without_the_index_scores_the_same(imdb_sample: Path) -> None:
+    pipeline, texts = fitted(imdb_sample, Hyperparameters(calibration_folds=0))
+    del pipeline.named_steps["features"].ngram_index_
+    assert_same_probabilities(pipeline, texts)
+
+
+def test_pipeline_without_nb_or_sublinear_tf(imdb_sample: Path) -> None:
+    hp = Hyperparameters(nb_scaling=False, sublinear_tf=False, negation=False, ngram_max=2)
+    assert_same_probabilities(*fitted(imdb_sample, hp))
+
+
+def test_three_classes_with_character_ngrams(
+    shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    data = write_sample(
+        shared_data / "semeval2017_task4a",
+        tmp_path_factory.mktemp("semeval"),
+        {"train": 1200, "test": 300},
+    )
+    hp = Hyperparameters(char_ngram_max=4, nb_scaling=False, C=10.0)
+    pipeline, texts = fitted(data, hp)
+    assert len(pipeline.classes_) == 3
+    assert_same_probabilities(pipeline, texts)
+
+
+def test_unfolded_nb_ratios_are_applied(imdb_sample: Path) -> None:
+    # Versions registered before the ratios were folded into the coefficients keep the NB step.
+    train = pd.read_parquet(imdb_sample / "train.parquet")
+    pipeline = build_pipeline(Hyperparameters(max_features=3000), seed=0)
+    pipeline.fit(train["text"].tolist(), train["label"].tolist())
+    assert pipeline.named_steps["nb"] != "passthrough"
+    assert_same_probabilities(pipeline, train["text"].tolist()[:100] + ODD_TEXTS)
+
+
+def test_unknown_pipeline_shapes_are_declined() -> None:
+    texts, labels = ["good film", "bad film", "great", "awful"], ["p", "n", "p", "n"]
+    l1 = Pipeline(
+        [
+            ("features", TfidfVectorizer(norm="l1")),
+            ("nb", "passthrough"),
+            ("clf", LogisticRegression()),
+        ]
+    ).fit(texts, labels)
+    other = Pipeline([("tfidf", TfidfVectorizer()), ("lr", LogisticRegression())]).fit(
+        texts, labels
+    )
+    assert compile_scorer(l1) is None
+    assert compile_scorer(other) is None
+
+
+def test_ngram_keys_are_unique_per_ngram() -> None:
+    vocabulary = {"a": 0, "b": 1, "a b": 2, "b a": 3, "a b a": 4}
+    index = ngram_index(vocabulary)
+    assert index is not None
+    assert len(set(index.keys.tolist())) == 5
+    assert sorted(index.columns.tolist()) == [0, 1, 2, 3, 4]

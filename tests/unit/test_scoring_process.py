@@ -1,0 +1,116 @@
+"""The scoring child answers like the in-process scorer, and losing it never loses an answer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from serving.scoring_process import ScoringProcess
+from training.model import Hyperparameters, build_pipeline, fit_pipeline, probabilities
+from training.scoring import compile_scorer
+
+TEXTS = ["A wonderful, moving film.", "Dull and far too long.", "not bad at all", "zzqx"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(imdb_sample: Path) -> Pipeline:
+    train = pd.read_parquet(imdb_sample / "train.parquet")
+    fitted = build_pipeline(Hyperparameters(max_features=5000, calibration_folds=0), seed=0)
+    fit_pipeline(fitted, train["text"].tolist(), train["label"].tolist(), 0, seed=0)
+    return fitted
+
+
+@pytest.fixture
+def scoring(pipeline: Pipeline) -> Iterator[ScoringProcess]:
+    in_process = compile_scorer(pipeline)
+    assert in_process is not None
+    process = ScoringProcess(pipeline, in_process, label="test")
+    yield process
+    process.close()
+
+
+def wait_for(condition: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): look at its state
+    state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    return state != "Z"
+
+
+def test_answers_in_process_until_the_child_is_up_then_in_the_child(
+    scoring: ScoringProcess, pipeline: Pipeline
+) -> None:
+    expected = probabilities(pipeline, TEXTS)
+    assert not scoring.in_child
+    np.testing.assert_allclose(scoring(TEXTS), expected, atol=1e-6)
+    scoring.start_in_background()
+    wait_for(lambda: scoring.in_child)
+    assert scoring.pid is not None and scoring.pid != os.getpid() and alive(scoring.pid)
+    np.testing.assert_allclose(scoring(TEXTS), expected, atol=1e-6)
+
+
+def test_a_killed_child_costs_no_answer_and_is_replaced(
+    scoring: ScoringProcess, pipeline: Pipeline
+) -> None:
+    expected = probabilities(pipeline, TEXTS)
+    scoring.start_in_background()
+    wait_for(lambda: scoring.in_child)
+    first = scoring.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not alive(first))
+    np.testing.assert_allclose(scoring(TEXTS), expected, atol=1e-6)  # answered in-process
+    assert scoring.failures == 1 and scoring.restarts == 1
+    wait_for(lambda: scoring.in_child)
+    assert scoring.pid not in (None, first)
+    np.testing.assert_allclose(scoring(TEXTS), expected, atol=1e-6)
+
+
+def test_close_stops_the_child_and_later_calls_still_answer(
+    scoring: ScoringProcess, pipeline: Pipeline
+) -> None:
+    scoring.start_in_background()
+    wait_for(lambda: scoring.in_child)
+    pid = scoring.pid
+    assert pid is not None
+    scoring.close()
+    wait_for(lambda: not alive(pid), timeout=10)
+    assert not scoring.in_child
+    np.testing.assert_allclose(scoring(TEXTS), probabilities(pipeline, TEXTS), atol=1e-6)
+    scoring.start_in_background()  # closed for good: no new child
+    time.sleep(0.5)
+    assert not scoring.in_child
+
+
+def test_a_pipeline_the_child_cannot_compile_stays_in_process(pipeline: Pipeline) -> None:
+    unusual = Pipeline([("features", pipeline.named_steps["features"]), ("lr", pipeline[-1])])
+    calls: list[list[str]] = []
+
+    def in_process(texts: list[str]) -> np.ndarray:
+        calls.append(texts)
+        return np.full((len(texts), 2), 0.5)
+
+    scoring = ScoringProcess(unusual, in_process, label="unusual")
+    try:
+        scoring._start()  # synchronously: the child refuses, no child is kept
+        assert not scoring.in_child
+        assert scoring(TEXTS).shape == (4, 2) and calls == [TEXTS]
+    finally:
+        scoring.close()
