@@ -241,6 +241,7 @@ class ModelStore:
         self.status = StoreStatus()
         self._on_outcome = on_outcome
         self._lock = asyncio.Lock()
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def refresh(self) -> str:
         """Check the registry once; reload if the URI now names another version.
@@ -253,15 +254,22 @@ class ModelStore:
             self.status.last_outcome = outcome
             if model is not None:
                 previous, self.current = self.current, model  # the swap: one assignment
-                await asyncio.to_thread(freeze_long_lived_objects)
-                if model.scoring is not None:
-                    model.scoring.start_in_background()
-                if previous is not None:
-                    await asyncio.to_thread(previous.close)
+                # After the swap, not before: readiness (start-up) does not wait for them.
+                task = asyncio.create_task(self._settle(model, previous))
+                self._settling.add(task)  # a strong reference until it is done
+                task.add_done_callback(self._settling.discard)
             self._on_outcome(outcome, self.current)
             return outcome
 
+    async def _settle(self, model: LoadedModel, previous: LoadedModel | None) -> None:
+        await asyncio.to_thread(freeze_long_lived_objects)
+        if model.scoring is not None:
+            model.scoring.start_in_background()
+        if previous is not None:
+            await asyncio.to_thread(previous.close)
+
     async def close(self) -> None:
+        await asyncio.gather(*self._settling, return_exceptions=True)
         if self.current is not None:
             await asyncio.to_thread(self.current.close)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import pickle
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,9 @@ Score = Callable[[list[str]], np.ndarray]
 
 def _serve(conn: Connection) -> None:
     """The child: receive the pickled pipeline, then answer batches of texts until the pipe closes."""
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides when we stop
+    # (it closes the pipe), so batches in flight during its shutdown are still answered here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         pipeline = pickle.loads(conn.recv_bytes())  # noqa: S301 - sent by our own parent  # nosec B301
         score = compile_scorer(pipeline)
@@ -46,7 +50,7 @@ def _serve(conn: Connection) -> None:
                 conn.send(("ok", score(texts)))
             except Exception as exc:  # a bad batch must not kill the child
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    except (EOFError, OSError, KeyboardInterrupt):
+    except (EOFError, OSError):
         return  # the parent went away or stopped us
 
 

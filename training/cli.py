@@ -37,6 +37,8 @@ HYPERPARAMETER_HELP = {
     "C": "inverse L2 regularisation strength of LogisticRegression",
     "class_weight": "none, or balanced (weights classes inversely to their frequency)",
     "calibration_folds": "folds for temperature calibration of the probabilities (0 = off)",
+    "calibrate_on": "folds (out-of-fold logits of train) or validation (the validation split: "
+    "for training texts unlike what the model scores, as SST-2's phrases)",
     "max_iter": "most solver iterations",
 }
 

@@ -40,6 +40,7 @@ from training.scoring import attach_ngram_indexes
 PIPELINE_ARTIFACT = "pipeline"
 PROBABILITY_PREFIX = "prob_"
 CLASS_WEIGHTS = ("none", "balanced")
+CALIBRATION_SETS = ("folds", "validation")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Hyperparameters:
     C: float = 100.0
     class_weight: str = "none"
     calibration_folds: int = 3
+    calibrate_on: str = "folds"
     max_iter: int = 2000
 
     def __post_init__(self) -> None:
@@ -71,6 +73,10 @@ class Hyperparameters:
             raise ValueError("ngram_max must be >= 1 and char_ngram_max 0 (off) or 2-9")
         if self.calibration_folds == 1 or self.calibration_folds < 0:
             raise ValueError("calibration_folds must be 0 (off) or at least 2")
+        if self.calibrate_on not in CALIBRATION_SETS:
+            raise ValueError(
+                f"calibrate_on must be one of {CALIBRATION_SETS}, got {self.calibrate_on!r}"
+            )
 
     def as_params(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,25 +138,37 @@ def build_pipeline(hp: Hyperparameters, seed: int) -> Pipeline:
 
 
 def fit_pipeline(
-    pipeline: Pipeline, texts: list[str], labels: list[str], calibration_folds: int, seed: int
+    pipeline: Pipeline,
+    texts: list[str],
+    labels: list[str],
+    calibration_folds: int,
+    seed: int,
+    calibration_set: tuple[list[str], list[str]] | None = None,
 ) -> float:
     """Fit the pipeline and calibrate it by temperature scaling; return the temperature.
 
     The temperature is fitted on out-of-fold logits of the classifier head (NB scaling refitted
-    per fold: it uses the labels) and folded into the classifier's coefficients, so the served
-    model is a plain LogisticRegression with no calibration overhead and its predictions
-    (argmax) are unchanged. The NB ratios are folded in too (w·(x∘r) = (w∘r)·x): one sparse
-    product less per request."""
-    features = pipeline.named_steps["features"].fit_transform(texts)
+    per fold: it uses the labels), or, given a ``calibration_set`` (texts, labels), on the
+    fitted model's logits for those texts: for data whose training texts are unlike what it
+    will score (SST-2 trains on phrases and is used on sentences). Either way it is folded into
+    the classifier's coefficients, so the served model is a plain LogisticRegression with no
+    calibration overhead and its predictions (argmax) are unchanged. The NB ratios are folded in
+    too (w·(x∘r) = (w∘r)·x): one sparse product less per request."""
+    vectorizer = pipeline.named_steps["features"]
+    features = vectorizer.fit_transform(texts)
     head = Pipeline(pipeline.steps[1:])
     temperature = 1.0
-    if calibration_folds:
+    if calibration_set is None and calibration_folds:
         folds = StratifiedKFold(calibration_folds, shuffle=True, random_state=seed)
         logits = cross_val_predict(
             clone(head), features, labels, cv=folds, method="decision_function"
         )
         temperature = fit_temperature(logits, labels, sorted(set(labels)))
     head.fit(features, labels)
+    if calibration_set is not None:
+        held_out_texts, held_out_labels = calibration_set
+        logits = head.decision_function(vectorizer.transform(held_out_texts))
+        temperature = fit_temperature(logits, held_out_labels, sorted(set(labels)))
     nb, clf = head.named_steps["nb"], head.named_steps["clf"]
     if nb != "passthrough":
         clf.coef_ *= nb.ratio_

@@ -128,7 +128,11 @@ def train_in_run(
     mlflow.set_tags({"git_commit": _git_commit(), "data_digest": digest})
 
     pipeline = build_pipeline(hp, settings.seed)
+    calibration_set = None
     calibration = f", calibrating on {hp.calibration_folds} folds" if hp.calibration_folds else ""
+    if hp.calibrate_on == "validation":
+        calibration_set = (splits.validation[TEXT].tolist(), splits.validation[LABEL].tolist())
+        calibration = f", calibrating on the {len(splits.validation)} validation texts"
     with step(f"fitting TF-IDF + LogisticRegression on {len(splits.train)} texts{calibration}"):
         started = time.perf_counter()
         temperature = fit_pipeline(
@@ -137,6 +141,7 @@ def train_in_run(
             splits.train[LABEL].tolist(),
             hp.calibration_folds,
             settings.seed,
+            calibration_set,
         )
         train_seconds = time.perf_counter() - started
     classes = [str(c) for c in pipeline.classes_]

@@ -103,6 +103,31 @@ def test_calibration_fits_a_temperature_and_keeps_every_decision(
     np.testing.assert_allclose(scaled, logit / temperature, rtol=1e-3, atol=1e-4)
 
 
+def test_calibrating_on_a_held_out_set_minimises_its_log_loss(
+    sample: tuple[list[str], list[str]],
+) -> None:
+    from sklearn.metrics import log_loss
+
+    texts, labels = sample
+    train_texts, train_labels = texts[:1000], labels[:1000]
+    held_out = (texts[1000:], labels[1000:])
+    hp = Hyperparameters(max_features=5000)
+    pipeline = build_pipeline(hp, seed=0)
+    temperature = fit_pipeline(
+        pipeline, train_texts, train_labels, calibration_folds=3, seed=0, calibration_set=held_out
+    )
+    base = probabilities(pipeline, held_out[0])
+    logit = np.log(base[:, 1] / base[:, 0])
+
+    def loss_at(scale: float) -> float:
+        positive = 1 / (1 + np.exp(-logit * scale))
+        return float(log_loss(held_out[1], np.stack([1 - positive, positive], axis=1)))
+
+    # The fitted temperature is the held-out optimum: rescaling either way only loses.
+    assert loss_at(1.0) < min(loss_at(0.8), loss_at(1.25))
+    assert temperature != pytest.approx(1.0, abs=0.02)
+
+
 def test_explanation_contributions_add_up_to_the_logit(
     sample: tuple[list[str], list[str]],
 ) -> None:
