@@ -20,9 +20,12 @@ Score = Callable[[list[str]], np.ndarray]
 
 
 class MicroBatcher:
-    def __init__(self, *, window_ms: float, max_batch: int) -> None:
+    def __init__(
+        self, *, window_ms: float, max_batch: int, in_flight: Callable[[], int] = lambda: 0
+    ) -> None:
         self.window_s = window_ms / 1000
         self.max_batch = max_batch
+        self._in_flight = in_flight  # requests the server is handling now, this one included
         self._queue: asyncio.Queue[tuple[Score, list[str], asyncio.Future[np.ndarray]]] = (
             asyncio.Queue()
         )
@@ -73,8 +76,14 @@ class MicroBatcher:
         items: list[tuple[Score, list[str], asyncio.Future[np.ndarray]]],
     ) -> None:
         texts = [t for _, request_texts, _ in items for t in request_texts]
+        score = items[0][0]
+        if len(texts) == 1 and self._queue.empty() and self._in_flight() <= 1:
+            # The only request in the server: a round trip to a scoring process would cost it
+            # more latency than the process saves (c=1: 745 vs 813 req/s). With others in
+            # flight the process wins (c=8: 1,742 vs 1,366 req/s when lone texts stayed here).
+            score = getattr(score, "in_process", score)
         try:
-            proba = await loop.run_in_executor(self._executor, items[0][0], texts)
+            proba = await loop.run_in_executor(self._executor, score, texts)
         except Exception as exc:
             for _, _, future in items:
                 if not future.done():

@@ -351,9 +351,11 @@ class SentimentModel(PythonModel):
 
     def __init__(self) -> None:
         self.pipeline: Pipeline | None = None
+        self.pipeline_path: Path | None = None  # where load_context read it (a local file)
 
     def load_context(self, context: Any) -> None:
-        self.pipeline = load_pipeline(Path(context.artifacts[PIPELINE_ARTIFACT]))
+        self.pipeline_path = Path(context.artifacts[PIPELINE_ARTIFACT])
+        self.pipeline = load_pipeline(self.pipeline_path)
 
     @property
     def classes(self) -> list[str]:

@@ -70,3 +70,39 @@ def test_large_requests_go_straight_to_the_model() -> None:
             await batcher.stop()
 
     assert asyncio.run(scenario()).shape == (10, 2)
+
+
+class TwoPlaces:
+    """A scorer with a separate in-process path, as ScoringProcess has; records which ran."""
+
+    def __init__(self) -> None:
+        self.places: list[str] = []
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.places.append("process")
+        return np.ones((len(texts), 2))
+
+    def in_process(self, texts: list[str]) -> np.ndarray:
+        self.places.append("in-process")
+        return np.ones((len(texts), 2))
+
+
+def test_a_lone_request_scores_in_process_and_a_busy_server_uses_the_process() -> None:
+    scorer = TwoPlaces()
+    in_flight = 1
+
+    async def scenario() -> None:
+        nonlocal in_flight
+        batcher = MicroBatcher(window_ms=0, max_batch=64, in_flight=lambda: in_flight)
+        batcher.start()
+        try:
+            await batcher.score(scorer, ["alone"])  # the only request in the server
+            in_flight = 8
+            await batcher.score(scorer, ["one of eight"])  # others are being parsed
+            in_flight = 1
+            await batcher.score(scorer, ["a", "batch"])  # two texts: worth the round trip
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+    assert scorer.places == ["in-process", "process", "process"]

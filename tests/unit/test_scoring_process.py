@@ -14,7 +14,13 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from serving.scoring_process import ScoringProcess
-from training.model import Hyperparameters, build_pipeline, fit_pipeline, probabilities
+from training.model import (
+    Hyperparameters,
+    build_pipeline,
+    fit_pipeline,
+    probabilities,
+    save_pipeline,
+)
 from training.scoring import compile_scorer
 
 TEXTS = ["A wonderful, moving film.", "Dull and far too long.", "not bad at all", "zzqx"]
@@ -97,6 +103,21 @@ def test_close_stops_the_child_and_later_calls_still_answer(
     scoring.start_in_background()  # closed for good: no new child
     time.sleep(0.5)
     assert not scoring.in_child
+
+
+def test_the_child_reads_the_models_own_file_when_it_has_one(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    path = save_pipeline(pipeline, tmp_path / "pipeline.pkl")
+    scoring = ScoringProcess(
+        None, lambda texts: np.zeros((len(texts), 2)), label="file", pipeline_path=path
+    )
+    try:
+        scoring._start()
+        assert scoring.in_child
+        np.testing.assert_allclose(scoring(TEXTS), probabilities(pipeline, TEXTS), atol=1e-6)
+    finally:
+        scoring.close()
 
 
 def test_a_pipeline_the_child_cannot_compile_stays_in_process(pipeline: Pipeline) -> None:
