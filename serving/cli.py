@@ -37,10 +37,12 @@ def serve_forever(args: argparse.Namespace) -> int:
     # make that handler exit 0, so orchestrators see a clean stop after the log was flushed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
-    # Start-up builds ~2 s of modules and a model: collecting garbage meanwhile only walks
-    # them again (~0.3 s of the start-up, measured). The app turns the collector back on once
-    # it has started (create_app's lifespan).
-    gc.disable()
+    if args.workers == 1:
+        # Start-up builds ~2 s of modules and a model: collecting garbage meanwhile only walks
+        # them again (~0.3 s of the start-up, measured). The app turns the collector back on
+        # once it has started (create_app's lifespan). Not with several workers: this process
+        # is then only their supervisor, and runs no lifespan.
+        gc.disable()
     # Fail over fast when the registry is down instead of MLflow's minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

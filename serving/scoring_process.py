@@ -5,10 +5,11 @@ thread held the GIL for ~20% of the time under load, and the two threads togethe
 interpreter at ~1,100-1,300 req/s on 2 cores. A child process that holds a copy of the pipeline
 uses the second core instead (as MLServer's parallel inference workers do).
 
-The child is an optimisation, never a dependency: the model scores in-process until its child
-answers, and whenever the child fails (killed, crashed, pipe broken) the batch is scored
-in-process and a new child is started in the background. Each loaded model version owns its
-child; the child of a replaced version stops once its last batch is answered.
+The child is an optimisation, not a dependency: the model scores in-process until its child
+answers, and whenever the child fails (killed, crashed, hung past a deadline, pipe broken) the
+batch is scored in-process, the child is killed and another is started after a back-off. Each
+loaded model version owns its child; when the version is replaced, its child stops after the
+batch it may be answering, and that version's remaining batches are scored in-process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +34,31 @@ from training.scoring import compile_scorer
 log = logging.getLogger("emotitrack.serving")
 Score = Callable[[list[str]], np.ndarray]
 
+START_TIMEOUT_S = 120.0  # loading the model in the child
+# A batch's deadline: generous, it catches a hung child, not a slow one (~0.4 ms per review).
+BATCH_TIMEOUT_S = 5.0
+BATCH_TIMEOUT_PER_TEXT_S = 0.02
+RESTART_BACKOFF_S = (1.0, 60.0)  # first and longest wait before starting a replacement
+
 
 def _serve(conn: Connection) -> None:
-    """The child: receive the pickled pipeline, then answer batches of texts until the pipe closes."""
+    """The child: load the pipeline, then answer batches of texts until the pipe closes."""
     # Ctrl-C in a terminal reaches the whole process group: the parent decides when we stop
-    # (it closes the pipe), so batches in flight during its shutdown are still answered here.
+    # (it closes the pipe or kills us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         kind, source = conn.recv()
-        pipeline = (
-            load_pipeline(Path(source)) if kind == "path" else pickle.loads(source)  # noqa: S301 - sent by our own parent  # nosec B301
-        )
-        score = compile_scorer(pipeline)
-        if score is None:
-            conn.send(("error", "the pipeline cannot be compiled"))
+        try:
+            pipeline = (
+                load_pipeline(Path(source)) if kind == "path" else pickle.loads(source)  # noqa: S301 - sent by our own parent  # nosec B301
+            )
+            score = compile_scorer(pipeline)
+            if score is None:
+                raise ValueError("the pipeline cannot be compiled")
+            score(["warm-up"])
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
             return
-        score(["warm-up"])
         conn.send(("ready", None))
         while True:
             texts = conn.recv()
@@ -62,8 +73,9 @@ def _serve(conn: Connection) -> None:
 class ScoringProcess:
     """Scores with a child process when it is up, in-process otherwise; callable like ``Score``.
 
-    Calls come from the micro-batcher's single model thread, one at a time; the lock only
-    guards against a concurrent ``close`` or restart."""
+    Calls come from the micro-batcher's single model thread. The lock is held for a whole round
+    trip (send, answer), so the pipe never carries two conversations; ``close`` does not wait
+    for it: it kills the child, which ends a round trip in progress."""
 
     def __init__(
         self, pipeline: Any, in_process: Score, *, label: str, pipeline_path: Path | None = None
@@ -71,28 +83,32 @@ class ScoringProcess:
         self._pipeline = pipeline
         self._pipeline_path = pipeline_path
         self.in_process = in_process  # the micro-batcher scores a lone text with this
-        self._in_process = in_process
         self._label = label
         self._lock = threading.Lock()
         self._conn: Connection | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._closed = False
+        self._process: BaseProcess | None = None
+        self._closing = threading.Event()
         self._starting = False
+        self._backoff_s = RESTART_BACKOFF_S[0]
         self.restarts = 0
         self.failures = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start_in_background(self) -> None:
+    def start_in_background(self, delay_s: float = 0.0) -> None:
         """Start the child without waiting: until it is up, batches are scored in-process."""
         with self._lock:
-            if self._closed or self._starting or self._conn is not None:
+            if self._closing.is_set() or self._starting or self._conn is not None:
                 return
             self._starting = True
         threading.Thread(
-            target=self._start, name=f"scoring-start-{self._label}", daemon=True
+            target=self._start, args=(delay_s,), name=f"scoring-start-{self._label}", daemon=True
         ).start()
 
-    def _start(self) -> None:
+    def _start(self, delay_s: float = 0.0) -> None:
+        if delay_s and self._closing.wait(delay_s):
+            with self._lock:
+                self._starting = False
+            return
         started = time.perf_counter()
         context = multiprocessing.get_context("spawn")  # no fork: the parent has threads
         parent, child = context.Pipe()
@@ -100,24 +116,29 @@ class ScoringProcess:
             target=_serve, args=(child,), name=f"emotitrack-scoring-{self._label}", daemon=True
         )
         try:
-            process.start()
-            child.close()
+            try:
+                process.start()
+            finally:
+                child.close()  # the child has its own copy (or never started)
             parent.send(self._pipeline_source())
+            if not parent.poll(START_TIMEOUT_S):
+                raise TimeoutError(f"not ready within {START_TIMEOUT_S:g} s")
             status, detail = parent.recv()
             if status != "ready":
                 raise RuntimeError(detail)
         except Exception as exc:
-            log.warning("scoring process for %s did not start: %s", self._label, exc)
-            _stop(process, parent)
+            log.warning("scoring process for %s did not start: %s", self._label, _short(exc))
+            _kill(process, parent)
             with self._lock:
                 self._starting = False
             return
         with self._lock:
             self._starting = False
-            if self._closed:
-                _stop(process, parent)
+            if self._closing.is_set():
+                _kill(process, parent)
                 return
             self._conn, self._process = parent, process
+            self._backoff_s = RESTART_BACKOFF_S[0]
         log.info(
             "scoring process for %s up (pid %s) in %.1f s",
             self._label,
@@ -133,61 +154,80 @@ class ScoringProcess:
         return "pickle", pickle.dumps(self._pipeline, protocol=5)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conn, process = self._conn, self._process
+        """Stop the child for good. A round trip in progress ends (EOF) and is scored in-process."""
+        self._closing.set()
+        process = self._process
+        if process is not None and process.pid is not None and process.is_alive():
+            process.kill()  # not the pipe: the model thread may be reading it
+        with self._lock:  # the round trip, if any, has ended by now
+            if self._process is not None and self._conn is not None:
+                _kill(self._process, self._conn)
             self._conn = self._process = None
-        if process is not None and conn is not None:
-            _stop(process, conn)
 
     @property
     def in_child(self) -> bool:
-        return self._conn is not None
+        process = self._process
+        return self._conn is not None and process is not None and process.is_alive()
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        process = self._process
+        return process.pid if process is not None else None
 
     # -- scoring -------------------------------------------------------------------------------
     def __call__(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             conn = self._conn
-            if conn is not None:
+            if conn is not None and not self._closing.is_set():
+                deadline = BATCH_TIMEOUT_S + BATCH_TIMEOUT_PER_TEXT_S * len(texts)
                 try:
                     conn.send(list(texts))
+                    if not conn.poll(deadline):
+                        raise TimeoutError(f"no answer within {deadline:g} s")
                     status, result = conn.recv()
-                except (EOFError, OSError) as exc:
+                except Exception as exc:  # EOF, broken pipe, hung, garbled: the child is lost
                     self._lost_child(exc)
                 else:
                     if status == "ok":
                         return np.asarray(result)
                     log.warning("scoring process for %s failed a batch: %s", self._label, result)
-        return self._in_process(texts)  # no child yet, or it failed: answer anyway
+        return self.in_process(texts)  # no child yet, or it failed: answer anyway
 
     def _lost_child(self, exc: BaseException) -> None:
-        """Called with the lock held: forget the child and start another."""
+        """Called with the lock held: kill the child, then start another after a back-off."""
+        if self._process is not None and self._conn is not None:
+            _kill(self._process, self._conn)
+        self._conn = self._process = None
+        if self._closing.is_set():  # close() killed it on purpose
+            return
         self.failures += 1
         log.warning(
-            "scoring process for %s lost (%s); scoring in-process until a new one is up",
+            "scoring process for %s lost (%s); scoring in-process, a new one in %.0f s",
             self._label,
-            type(exc).__name__,
+            _short(exc),
+            self._backoff_s,
         )
-        if self._process is not None and self._conn is not None:
-            _stop(self._process, self._conn)
-        self._conn = self._process = None
-        if not self._closed and not self._starting:
+        if not self._starting:
             self.restarts += 1
             self._starting = True
+            delay, self._backoff_s = self._backoff_s, min(self._backoff_s * 2, RESTART_BACKOFF_S[1])
             threading.Thread(
-                target=self._start, name=f"scoring-restart-{self._label}", daemon=True
+                target=self._start,
+                args=(delay,),
+                name=f"scoring-restart-{self._label}",
+                daemon=True,
             ).start()
 
 
-def _stop(process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
-    conn.close()  # the child sees EOF and returns
+def _kill(process: BaseProcess, conn: Connection) -> None:
+    """End the child at once (it is lost, hung, or no longer wanted) and reap it."""
+    conn.close()
     if process.pid is None:  # never started
         return
-    process.join(timeout=5)
     if process.is_alive():
         process.kill()
-        process.join(timeout=5)
+    process.join(timeout=5)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -11,6 +11,7 @@ model (``benchmarks/serving_benchmark.py`` prints it as the in-process line): se
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ class NgramIndex:
     base: int
     keys: np.ndarray  # sorted int64
     columns: np.ndarray  # the vectorizer's column of each key
+    longest: int  # tokens in the longest n-gram: longer windows are never looked up
 
 
 def ngram_index(vocabulary: dict[str, int]) -> NgramIndex | None:
@@ -50,7 +52,8 @@ def ngram_index(vocabulary: dict[str, int]) -> NgramIndex | None:
             if token not in token_ids:
                 token_ids[token] = len(token_ids) + 1
     base = len(token_ids) + 1
-    if base ** max((len(tokens) for tokens in grams), default=1) >= 2**63:
+    longest = max((len(tokens) for tokens in grams), default=1)
+    if base**longest >= 2**63:
         return None
     keys = np.empty(len(grams), dtype=np.int64)
     for i, tokens in enumerate(grams):
@@ -60,7 +63,7 @@ def ngram_index(vocabulary: dict[str, int]) -> NgramIndex | None:
         keys[i] = key
     order = np.argsort(keys)
     columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
-    return NgramIndex(token_ids, base, keys[order], columns[order])
+    return NgramIndex(token_ids, base, keys[order], columns[order], longest)
 
 
 def attach_ngram_indexes(pipeline: Pipeline) -> None:
@@ -107,7 +110,23 @@ def compile_scorer(pipeline: Pipeline) -> Scorer | None:
             return np.stack([1.0 - positive, positive], axis=1)
         return np.asarray(softmax(logits, axis=1))
 
-    return score
+    return score if _agrees(score, pipeline) else None
+
+
+def _agrees(score: Scorer, pipeline: Pipeline) -> bool:
+    """A last check against what this module cannot see (a token pattern matching spaces, a
+    custom preprocessor returning bytes): the pipeline's own probabilities on texts made of its
+    vocabulary must come out the same."""
+    step = pipeline.named_steps["features"]
+    vocabulary = [gram for v in _vectorizers(step) for gram in list(v.vocabulary_)[:60]]
+    probes = [
+        " ".join(vocabulary),
+        ", ".join(reversed(vocabulary[:30])),
+        "Not good, but great! Really.",
+    ]
+    expected = pipeline.predict_proba(probes).astype(np.float64)
+    expected /= expected.sum(axis=1, keepdims=True)
+    return bool(np.allclose(score(probes), expected, atol=1e-6))
 
 
 @dataclass(frozen=True)
@@ -129,7 +148,14 @@ def _vectorizers(step: Any) -> list[Any]:
 
 
 def _indexable(vectorizer: TfidfVectorizer) -> bool:
-    return vectorizer.analyzer == "word" and vectorizer.stop_words is None
+    """Word n-grams of text built by the vectorizer's own token pattern, whose tokens hold no
+    space (else an n-gram's tokens could not be told apart by splitting it)."""
+    if vectorizer.analyzer != "word" or vectorizer.input != "content":
+        return False
+    if vectorizer.tokenizer is not None or vectorizer.stop_words is not None:
+        return False
+    tokens = re.findall(vectorizer.token_pattern, "a b, c. d! e? f\tg\nh")
+    return not any(any(c.isspace() for c in str(token)) for token in tokens)
 
 
 def _features_of(step: Any) -> list[_Features] | None:
@@ -139,7 +165,13 @@ def _features_of(step: Any) -> list[_Features] | None:
     for vectorizer in _vectorizers(step):
         if not isinstance(vectorizer, TfidfVectorizer) or vectorizer.norm not in ("l2", None):
             return None
-        index = getattr(vectorizer, "ngram_index_", None)
+        index = getattr(vectorizer, "ngram_index_", None) if _indexable(vectorizer) else None
+        stale = index is not None and (
+            len(index.keys) != len(vectorizer.vocabulary_)  # refitted since
+            or not hasattr(index, "longest")  # built by an earlier version of this module
+        )
+        if stale:
+            index = None
         if index is None and _indexable(vectorizer):  # a version saved without its index
             index = ngram_index(vectorizer.vocabulary_)
         features.append(
@@ -163,7 +195,7 @@ def _indexed_counter(
 ) -> Callable[[Sequence[str]], Counts]:
     """Counts through the integer index: token ids in Python, everything after in numpy."""
     preprocess, tokenize = vectorizer.build_preprocessor(), vectorizer.build_tokenizer()
-    min_n, max_n = vectorizer.ngram_range
+    min_n, max_n = vectorizer.ngram_range[0], min(vectorizer.ngram_range[1], index.longest)
     get, base, width = index.token_ids.get, index.base, len(vectorizer.vocabulary_)
 
     def count(texts: Sequence[str]) -> Counts:
@@ -188,6 +220,9 @@ def _indexed_counter(
                 usable &= known[k : k + windows]
             keys.append(key[usable])
             rows.append(text_of[:windows][usable])
+        if not keys:  # no window long enough: no known n-gram
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
         wanted, row = np.concatenate(keys), np.concatenate(rows)
         position = np.minimum(np.searchsorted(index.keys, wanted), len(index.keys) - 1)
         hit = index.keys[position] == wanted

@@ -101,3 +101,26 @@ def test_ngram_keys_are_unique_per_ngram() -> None:
     assert index is not None
     assert len(set(index.keys.tolist())) == 5
     assert sorted(index.columns.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_a_scorer_is_only_given_when_it_agrees_with_the_pipeline() -> None:
+    # Tokens with spaces inside: the n-gram index cannot split such n-grams back into tokens.
+    texts = ["good film, great cast", "bad film, awful plot", "great, good", "awful, bad plot"]
+    labels = ["p", "n", "p", "n"]
+    odd = Pipeline(
+        [
+            ("features", TfidfVectorizer(token_pattern=r"[^,]+", ngram_range=(1, 2))),
+            ("nb", "passthrough"),
+            ("clf", LogisticRegression()),
+        ]
+    ).fit(texts, labels)
+    score = compile_scorer(odd)
+    if score is not None:
+        np.testing.assert_allclose(score(texts), probabilities(odd, texts), atol=1e-6)
+
+
+def test_an_empty_batch_scores_to_no_rows(imdb_sample: Path) -> None:
+    pipeline, _ = fitted(imdb_sample, Hyperparameters(calibration_folds=0, max_features=2000))
+    score = compile_scorer(pipeline)
+    assert score is not None
+    assert score([]).shape == (0, 2)

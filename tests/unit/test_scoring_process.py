@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
+from serving import scoring_process
 from serving.scoring_process import ScoringProcess
 from training.model import (
     Hyperparameters,
@@ -87,6 +89,44 @@ def test_a_killed_child_costs_no_answer_and_is_replaced(
     wait_for(lambda: scoring.in_child)
     assert scoring.pid not in (None, first)
     np.testing.assert_allclose(scoring(TEXTS), expected, atol=1e-6)
+
+
+def test_a_hung_child_is_replaced_and_its_batch_answered_in_process(
+    scoring: ScoringProcess, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scoring_process, "BATCH_TIMEOUT_S", 1.0)
+    scoring.start_in_background()
+    wait_for(lambda: scoring.in_child)
+    hung = scoring.pid
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)  # alive, never answers
+    started = time.monotonic()
+    np.testing.assert_allclose(scoring(TEXTS), probabilities(pipeline, TEXTS), atol=1e-6)
+    assert time.monotonic() - started < 5
+    wait_for(lambda: not alive(hung), timeout=10)  # killed, not left behind
+    wait_for(lambda: scoring.in_child)
+    assert scoring.pid != hung
+
+
+def test_close_does_not_wait_for_a_hung_round_trip(
+    scoring: ScoringProcess, pipeline: Pipeline
+) -> None:
+    scoring.start_in_background()
+    wait_for(lambda: scoring.in_child)
+    pid = scoring.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    answers: list[np.ndarray] = []
+    caller = threading.Thread(target=lambda: answers.append(scoring(TEXTS)))
+    caller.start()
+    time.sleep(0.5)  # the round trip is waiting on the stopped child
+    started = time.monotonic()
+    scoring.close()
+    caller.join(10)
+    assert time.monotonic() - started < 5
+    assert not alive(pid) and not scoring.in_child
+    np.testing.assert_allclose(answers[0], probabilities(pipeline, TEXTS), atol=1e-6)
+    assert scoring.restarts == 0  # stopped on purpose: no replacement
 
 
 def test_close_stops_the_child_and_later_calls_still_answer(
