@@ -320,10 +320,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         await asyncio.to_thread(service.prediction_log.start)
         service.batcher.start()
         await service.store.refresh()
-        # `emotitrack serve` starts with the collector off (serving.cli). A request allocates
-        # hundreds of short-lived objects: collecting the youngest generation every 50,000
-        # allocations instead of 700 gave ~7% more req/s at c=64 (the long-lived heap is frozen
-        # after each model load: model_store.freeze_long_lived_objects).
+        # `emotitrack serve` starts with the collector off (serving.cli). Everything built so far
+        # is frozen before it comes back on: its first pass would otherwise walk the whole
+        # start-up heap (~0.3 s before the first answer). A request allocates hundreds of
+        # short-lived objects: collecting the youngest generation every 50,000 allocations
+        # instead of 700 gave ~7% more req/s at c=64 (model loads freeze the heap again:
+        # model_store.freeze_long_lived_objects).
+        gc.freeze()
         gc.set_threshold(50_000)
         gc.enable()
         poller = asyncio.create_task(
