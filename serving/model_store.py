@@ -66,7 +66,7 @@ class LoadedModel:
     scoring: ScoringProcess | None = None
 
     def close(self) -> None:
-        """Stop this version's scoring process (after the batch it may be answering)."""
+        """Stop this version's scoring process; a batch it was answering is scored in-process."""
         if self.scoring is not None:
             self.scoring.close()
 
