@@ -52,6 +52,14 @@ def wait_for(condition: object, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def running_child(scoring: ScoringProcess) -> int:
+    """Start the child and wait until it scores; its pid."""
+    scoring.start_in_background()
+    wait_for(lambda: scoring.in_child)
+    assert scoring.pid is not None
+    return scoring.pid
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -78,10 +86,7 @@ def test_a_killed_child_costs_no_answer_and_is_replaced(
     scoring: ScoringProcess, pipeline: Pipeline
 ) -> None:
     expected = probabilities(pipeline, TEXTS)
-    scoring.start_in_background()
-    wait_for(lambda: scoring.in_child)
-    first = scoring.pid
-    assert first is not None
+    first = running_child(scoring)
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: not alive(first))
     np.testing.assert_allclose(scoring(TEXTS), expected, atol=1e-6)  # answered in-process
@@ -95,10 +100,7 @@ def test_a_hung_child_is_replaced_and_its_batch_answered_in_process(
     scoring: ScoringProcess, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(scoring_process, "BATCH_TIMEOUT_S", 1.0)
-    scoring.start_in_background()
-    wait_for(lambda: scoring.in_child)
-    hung = scoring.pid
-    assert hung is not None
+    hung = running_child(scoring)
     os.kill(hung, signal.SIGSTOP)  # alive, never answers
     started = time.monotonic()
     np.testing.assert_allclose(scoring(TEXTS), probabilities(pipeline, TEXTS), atol=1e-6)
@@ -111,10 +113,7 @@ def test_a_hung_child_is_replaced_and_its_batch_answered_in_process(
 def test_close_does_not_wait_for_a_hung_round_trip(
     scoring: ScoringProcess, pipeline: Pipeline
 ) -> None:
-    scoring.start_in_background()
-    wait_for(lambda: scoring.in_child)
-    pid = scoring.pid
-    assert pid is not None
+    pid = running_child(scoring)
     os.kill(pid, signal.SIGSTOP)
     answers: list[np.ndarray] = []
     caller = threading.Thread(target=lambda: answers.append(scoring(TEXTS)))
@@ -132,10 +131,7 @@ def test_close_does_not_wait_for_a_hung_round_trip(
 def test_close_stops_the_child_and_later_calls_still_answer(
     scoring: ScoringProcess, pipeline: Pipeline
 ) -> None:
-    scoring.start_in_background()
-    wait_for(lambda: scoring.in_child)
-    pid = scoring.pid
-    assert pid is not None
+    pid = running_child(scoring)
     scoring.close()
     wait_for(lambda: not alive(pid), timeout=10)
     assert not scoring.in_child
