@@ -66,12 +66,51 @@ def ngram_index(vocabulary: dict[str, int]) -> NgramIndex | None:
     return NgramIndex(token_ids, base, keys[order], columns[order], longest)
 
 
+@dataclass(frozen=True)
+class CharNgramIndex:
+    """A ``char_wb`` vectorizer's vocabulary keyed by integers, as ``NgramIndex`` for words: each
+    n-gram is the base-``base`` number of its characters' ids (a character's id is its position
+    in ``code_points`` + 1). Probing the dict per character n-gram made a tweet's character
+    features cost more than all the rest of its scoring together."""
+
+    code_points: np.ndarray  # sorted uint32: every character of the vocabulary's n-grams
+    base: int
+    keys: np.ndarray  # sorted int64
+    columns: np.ndarray
+    longest: int
+
+
+def char_ngram_index(vocabulary: dict[str, int]) -> CharNgramIndex | None:
+    """The index of a fitted ``char_wb`` vocabulary; None if its keys would overflow int64 or an
+    n-gram holds NUL (the separator the counter puts between words)."""
+    characters = sorted({c for gram in vocabulary for c in gram})
+    if "\x00" in characters:
+        return None
+    ids = {c: i for i, c in enumerate(characters, start=1)}
+    base = len(characters) + 1
+    longest = max((len(gram) for gram in vocabulary), default=1)
+    if base**longest >= 2**63:
+        return None
+    keys = np.empty(len(vocabulary), dtype=np.int64)
+    for i, gram in enumerate(vocabulary):
+        key = 0
+        for c in gram:
+            key = key * base + ids[c]
+        keys[i] = key
+    order = np.argsort(keys)
+    columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
+    code_points = np.array([ord(c) for c in characters], dtype=np.uint32)
+    return CharNgramIndex(code_points, base, keys[order], columns[order], longest)
+
+
 def attach_ngram_indexes(pipeline: Pipeline) -> None:
-    """Build the index of every word vectorizer at training time, so it is pickled with the
-    model: building it takes ~2 s for IMDB, which would otherwise add to the API's start-up."""
+    """Build the index of every vectorizer at training time, so it is pickled with the model:
+    building it takes ~2 s for IMDB, which would otherwise add to the API's start-up."""
     for vectorizer in _vectorizers(pipeline.named_steps.get("features")):
         if isinstance(vectorizer, TfidfVectorizer) and _indexable(vectorizer):
             vectorizer.ngram_index_ = ngram_index(vectorizer.vocabulary_)
+        elif isinstance(vectorizer, TfidfVectorizer) and _char_indexable(vectorizer):
+            vectorizer.ngram_index_ = char_ngram_index(vectorizer.vocabulary_)
 
 
 def compile_scorer(pipeline: Pipeline) -> Scorer | None:
@@ -158,6 +197,37 @@ def _indexable(vectorizer: TfidfVectorizer) -> bool:
     return not any(any(c.isspace() for c in str(token)) for token in tokens)
 
 
+def _char_indexable(vectorizer: TfidfVectorizer) -> bool:
+    """``char_wb`` n-grams whose shortest size is at most 3: a padded word (`` w ``) then always
+    yields every window that fits it, which is what the index counts. (scikit-learn emits a
+    word shorter than the smallest size whole, once.)"""
+    return (
+        vectorizer.analyzer == "char_wb"
+        and vectorizer.input == "content"
+        and vectorizer.ngram_range[0] <= 3
+    )
+
+
+def _saved_index(vectorizer: TfidfVectorizer) -> NgramIndex | CharNgramIndex | None:
+    """The index pickled with the vectorizer, rebuilt if it is missing (a version saved before
+    it existed) or stale; None for vectorizers no index covers."""
+    kind: type[NgramIndex] | type[CharNgramIndex]
+    build: Callable[[dict[str, int]], NgramIndex | CharNgramIndex | None]
+    if _indexable(vectorizer):
+        kind, build = NgramIndex, ngram_index
+    elif _char_indexable(vectorizer):
+        kind, build = CharNgramIndex, char_ngram_index
+    else:
+        return None
+    index = getattr(vectorizer, "ngram_index_", None)
+    fresh = (
+        isinstance(index, kind)
+        and len(index.keys) == len(vectorizer.vocabulary_)  # not refitted since
+        and hasattr(index, "longest")  # not built by an earlier version of this module
+    )
+    return index if fresh else build(vectorizer.vocabulary_)
+
+
 def _features_of(step: Any) -> list[_Features] | None:
     if isinstance(step, FeatureUnion) and step.transformer_weights:
         return None
@@ -165,20 +235,16 @@ def _features_of(step: Any) -> list[_Features] | None:
     for vectorizer in _vectorizers(step):
         if not isinstance(vectorizer, TfidfVectorizer) or vectorizer.norm not in ("l2", None):
             return None
-        index = getattr(vectorizer, "ngram_index_", None) if _indexable(vectorizer) else None
-        stale = index is not None and (
-            len(index.keys) != len(vectorizer.vocabulary_)  # refitted since
-            or not hasattr(index, "longest")  # built by an earlier version of this module
-        )
-        if stale:
-            index = None
-        if index is None and _indexable(vectorizer):  # a version saved without its index
-            index = ngram_index(vectorizer.vocabulary_)
+        index = _saved_index(vectorizer)
+        if isinstance(index, NgramIndex):
+            count = _indexed_counter(vectorizer, index)
+        elif isinstance(index, CharNgramIndex):
+            count = _char_indexed_counter(vectorizer, index)
+        else:
+            count = _dict_counter(vectorizer)
         features.append(
             _Features(
-                count=_dict_counter(vectorizer)
-                if index is None
-                else _indexed_counter(vectorizer, index),
+                count=count,
                 offset=offset,
                 binary=vectorizer.binary,
                 sublinear_tf=vectorizer.sublinear_tf,
@@ -196,7 +262,7 @@ def _indexed_counter(
     """Counts through the integer index: token ids in Python, everything after in numpy."""
     preprocess, tokenize = vectorizer.build_preprocessor(), vectorizer.build_tokenizer()
     min_n, max_n = vectorizer.ngram_range[0], min(vectorizer.ngram_range[1], index.longest)
-    get, base, width = index.token_ids.get, index.base, len(vectorizer.vocabulary_)
+    get, width = index.token_ids.get, len(vectorizer.vocabulary_)
 
     def count(texts: Sequence[str]) -> Counts:
         ids: list[int] = []
@@ -208,30 +274,71 @@ def _indexed_counter(
             lengths.append(len(tokens) + 1)
         token_ids = np.asarray(ids, dtype=np.int64)
         text_of = np.repeat(np.arange(len(texts)), lengths)
-        known = token_ids > 0
-        keys, rows = [], []
-        for n in range(min_n, max_n + 1):
-            windows = len(token_ids) - n + 1
-            if windows <= 0:
-                break
-            key, usable = token_ids[:windows].copy(), known[:windows].copy()
-            for k in range(1, n):
-                key = key * base + token_ids[k : k + windows]
-                usable &= known[k : k + windows]
-            keys.append(key[usable])
-            rows.append(text_of[:windows][usable])
-        if not keys:  # no window long enough: no known n-gram
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, empty
-        wanted, row = np.concatenate(keys), np.concatenate(rows)
-        position = np.minimum(np.searchsorted(index.keys, wanted), len(index.keys) - 1)
-        hit = index.keys[position] == wanted
-        cells, counts = np.unique(
-            row[hit] * width + index.columns[position[hit]], return_counts=True
-        )
-        return cells // width, cells % width, counts
+        return _count_known_windows(token_ids, text_of, index, min_n, max_n, width)
 
     return count
+
+
+def _char_indexed_counter(
+    vectorizer: TfidfVectorizer, index: CharNgramIndex
+) -> Callable[[Sequence[str]], Counts]:
+    """Counts ``char_wb`` n-grams through the integer index. scikit-learn pads each word with a
+    space and takes the windows inside it; here the padded words are joined with NUL (id 0, in
+    no n-gram), so the windows of one string are exactly those, and the string's characters
+    become ids with one ``np.searchsorted``."""
+    preprocess = vectorizer.build_preprocessor()
+    min_n, max_n = vectorizer.ngram_range[0], min(vectorizer.ngram_range[1], index.longest)
+    points, last = index.code_points, len(index.code_points) - 1
+    width = len(vectorizer.vocabulary_)
+
+    def count(texts: Sequence[str]) -> Counts:
+        pieces, lengths = [], []
+        for text in texts:
+            words = preprocess(text).split()
+            piece = " " + " \x00 ".join(words) + " \x00" if words else "\x00"
+            pieces.append(piece)
+            lengths.append(len(piece))
+        codes = np.frombuffer("".join(pieces).encode("utf-32-le"), dtype=np.uint32)
+        position = np.minimum(np.searchsorted(points, codes), max(last, 0))
+        known = points[position] == codes if len(points) else np.zeros(len(codes), dtype=bool)
+        char_ids = np.where(known, position + 1, 0).astype(np.int64)
+        text_of = np.repeat(np.arange(len(texts)), lengths)
+        return _count_known_windows(char_ids, text_of, index, min_n, max_n, width)
+
+    return count
+
+
+def _count_known_windows(
+    ids: np.ndarray,
+    text_of: np.ndarray,
+    index: NgramIndex | CharNgramIndex,
+    min_n: int,
+    max_n: int,
+    width: int,
+) -> Counts:
+    """Count the windows of ``min_n``..``max_n`` ids that are in the index, per text. Id 0 is
+    unknown or a separator: no window holding one is in the vocabulary. ``width``: the
+    vectorizer's number of columns."""
+    known = ids > 0
+    key, usable = ids, known
+    keys, rows = [], []
+    for n in range(1, max_n + 1):
+        if n > 1:  # the windows of n ids from those of n - 1: one multiply-add, not n - 1
+            if len(key) < 2:
+                break
+            key = key[:-1] * index.base + ids[n - 1 :]
+            usable = usable[:-1] & known[n - 1 :]
+        if n >= min_n:
+            keys.append(key[usable])
+            rows.append(text_of[: len(key)][usable])
+    if not keys:  # no window long enough: no known n-gram
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    wanted, row = np.concatenate(keys), np.concatenate(rows)
+    position = np.minimum(np.searchsorted(index.keys, wanted), len(index.keys) - 1)
+    hit = index.keys[position] == wanted
+    cells, counts = np.unique(row[hit] * width + index.columns[position[hit]], return_counts=True)
+    return cells // width, cells % width, counts
 
 
 def _dict_counter(vectorizer: TfidfVectorizer) -> Callable[[Sequence[str]], Counts]:

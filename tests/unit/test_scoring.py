@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from tests.conftest import write_sample
 from training.model import Hyperparameters, build_pipeline, fit_pipeline, probabilities
-from training.scoring import compile_scorer, ngram_index
+from training.scoring import CharNgramIndex, char_ngram_index, compile_scorer, ngram_index
 
 # Edge cases next to real reviews: nothing known, one known word, markup only, a repeated word.
 ODD_TEXTS = ["", "zzqx qqzx", "good", "<br /><br />", "bad bad bad bad bad", "NOT good!!! :("]
@@ -67,7 +67,24 @@ def test_three_classes_with_character_ngrams(
     hp = Hyperparameters(char_ngram_max=4, nb_scaling=False, C=10.0)
     pipeline, texts = fitted(data, hp)
     assert len(pipeline.classes_) == 3
-    assert_same_probabilities(pipeline, texts)
+    char_vectorizer = pipeline.named_steps["features"].transformer_list[1][1]
+    assert isinstance(char_vectorizer.ngram_index_, CharNgramIndex)
+    assert_same_probabilities(pipeline, texts + CHARACTER_TEXTS)
+    del char_vectorizer.ngram_index_  # a version saved before character n-grams had an index
+    assert_same_probabilities(pipeline, texts + CHARACTER_TEXTS)
+
+
+# Where character n-grams differ from words: one-letter words, tabs and runs of spaces, emoji
+# outside the Basic Multilingual Plane, accents, characters no training text had, NUL.
+CHARACTER_TEXTS = [
+    "a b c",
+    "good\t\tgood   bad\n",
+    "love it 😍😍 👍🏽",
+    "café naïve résumé",
+    "ᚠᚢᚦ ꙮ \U0001d518\U0001d52b\U0001d526",  # runes, a rare Cyrillic letter, astral letters
+    "bad\x00good",
+    " ",
+]
 
 
 def test_unfolded_nb_ratios_are_applied(imdb_sample: Path) -> None:
@@ -101,6 +118,14 @@ def test_ngram_keys_are_unique_per_ngram() -> None:
     assert index is not None
     assert len(set(index.keys.tolist())) == 5
     assert sorted(index.columns.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_character_ngram_keys_are_unique_per_ngram() -> None:
+    vocabulary = {" a": 0, "a ": 1, " a ": 2, "ab": 3, "ba": 4, " ab ": 5, "😍 ": 6}
+    index = char_ngram_index(vocabulary)
+    assert index is not None
+    assert len(set(index.keys.tolist())) == len(vocabulary)
+    assert sorted(index.columns.tolist()) == list(range(len(vocabulary)))
 
 
 def test_a_scorer_is_only_given_when_it_agrees_with_the_pipeline() -> None:
