@@ -496,7 +496,9 @@ def _add_routes(app: FastAPI, settings: ServingSettings) -> None:
                     {"label": p["sentiment"], "confidence": p["confidence"]}
                     | {f"prob_{k}": v for k, v in p["probabilities"].items()}
                     for p in predictions
-                ]
+                ],
+                # Beside the rows, not in them: the rows keep `mlflow models serve`'s columns.
+                "request_ids": [p["request_id"] for p in predictions],
             }
         )
 

@@ -119,6 +119,9 @@ class InvocationsResponse(BaseModel):
     predictions: list[dict[str, Any]] = Field(
         description="As `mlflow models serve`: label, confidence and prob_<class> per row."
     )
+    request_ids: list[str] = Field(
+        description="The logged prediction of each row, in order (for `POST /feedback`)."
+    )
 
 
 class FeedbackResponse(BaseModel):

@@ -114,7 +114,9 @@ def test_predict_and_batch(api: ApiServer, registry: Registry) -> None:
         ("text\nLoved it!\nAwful.\n", "text/csv"),
     ],
 )
-def test_invocations_accepts_mlflow_payloads(api: ApiServer, body: str, content_type: str) -> None:
+def test_invocations_accepts_mlflow_payloads(
+    api: ApiServer, registry: Registry, body: str, content_type: str
+) -> None:
     response = httpx.post(
         f"{api.url}/invocations", content=body, headers={"content-type": content_type}
     )
@@ -122,6 +124,9 @@ def test_invocations_accepts_mlflow_payloads(api: ApiServer, body: str, content_
     rows = response.json()["predictions"]
     assert [r["label"] for r in rows] == ["positive", "negative"]
     assert set(rows[0]) == {"label", "confidence", "prob_negative", "prob_positive"}
+    request_ids = response.json()["request_ids"]
+    logged_rows = logged(registry, set(request_ids))
+    assert [logged_rows.loc[i, "label"] for i in request_ids] == ["positive", "negative"]
 
 
 def test_feedback(api: ApiServer, registry: Registry) -> None:
