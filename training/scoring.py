@@ -5,8 +5,10 @@ the coefficients), so a text's logits are sums of ``tfidf(ngram) · w(ngram)`` o
 n-grams. ``pipeline.predict_proba`` computes the same through a dict probe per n-gram string,
 scipy.sparse and scikit-learn's input checks. ``compile_scorer`` reads the fitted parameters
 once and returns a function giving the same probabilities (tested to 1e-6), or None for a
-pipeline it does not reproduce, which then goes through ``predict_proba``. Measured on the IMDB
-model (``benchmarks/serving_benchmark.py`` prints it as the in-process line): see the README.
+pipeline it does not reproduce, which then goes through ``predict_proba``. Word and character
+n-grams are looked up in integer indexes built at training time (``NgramIndex``,
+``CharNgramIndex``). Measured on the IMDB model (``benchmarks/serving_benchmark.py`` prints
+it as the in-process line): see the README.
 """
 
 from __future__ import annotations
@@ -298,9 +300,9 @@ def _char_indexed_counter(
             piece = " " + " \x00 ".join(words) + " \x00" if words else "\x00"
             pieces.append(piece)
             lengths.append(len(piece))
-        codes = np.frombuffer("".join(pieces).encode("utf-32-le"), dtype=np.uint32)
-        position = np.minimum(np.searchsorted(points, codes), max(last, 0))
-        known = points[position] == codes if len(points) else np.zeros(len(codes), dtype=bool)
+        codes = np.frombuffer("".join(pieces).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        position = np.minimum(np.searchsorted(points, codes), last)
+        known = points[position] == codes
         char_ids = np.where(known, position + 1, 0).astype(np.int64)
         text_of = np.repeat(np.arange(len(texts)), lengths)
         return _count_known_windows(char_ids, text_of, index, min_n, max_n, width)

@@ -10,6 +10,7 @@ import pytest
 from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from training import features
 from training.features import (
     WORD_PATTERN,
     LeanTfidfVectorizer,
@@ -28,12 +29,27 @@ from training.model import fit_temperature
         ("see https://t.co/xyz now", "see  url  now"),
         ("@bob_99 thanks", " @user  thanks"),
         ("Sooooo goooood!!!", "soo good!!!"),
+        # Only word characters are shortened: digits and underscores are, dots and "!" are not.
+        ("wait... 1000 __x___ ééé \u0661\u0661\u0661 !", "wait... 100 __x__ éé \u0661\u0661 !"),
+        ("lone \ud800\ud800\ud800 halves", "lone \ud800\ud800\ud800 halves"),
+        ("aa", "aa"),
     ],
 )
 def test_normalisation_makes_markup_escapes_urls_and_elongations_uniform(
     raw: str, normalised: str
 ) -> None:
     assert normalize_text(raw) == normalised
+
+
+def test_skipping_the_elongation_regex_changes_no_text(
+    texts: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # normalize_text runs the regex only where a word character repeats: features must not change.
+    odd = ["Sooo goood", "x___", "\u0661" * 4, "ok!!!", "....", "e\u0301\u0301\u0301"]
+    raw = [*texts["text"].tolist()[:500], *odd]
+    fast = [normalize_text(t) for t in raw]
+    monkeypatch.setattr(features, "_has_word_character_run", lambda text: True)
+    assert [normalize_text(t) for t in raw] == fast
 
 
 def test_negation_marks_words_up_to_the_next_punctuation() -> None:

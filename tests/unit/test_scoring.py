@@ -83,6 +83,7 @@ CHARACTER_TEXTS = [
     "café naïve résumé",
     "ᚠᚢᚦ ꙮ \U0001d518\U0001d52b\U0001d526",  # runes, a rare Cyrillic letter, astral letters
     "bad\x00good",
+    "lone \ud800 half",
     " ",
 ]
 
