@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -208,15 +209,20 @@ def single_text_latency_ms(
 ) -> float:
     """Median time of one single-text prediction on real held-out texts, three passes. ``served``:
     through the compiled scorer the API uses (what /predict pays), else ``predict_proba``."""
-    scorer = compile_scorer(pipeline) if served else None
-    predict = scorer or (lambda batch: probabilities(pipeline, list(batch)))
-    sample = test[TEXT].head(texts).tolist()
+    predict = single_text_predictor(pipeline, served)
     timings = []
-    for text in sample * 3:
+    for text in test[TEXT].head(texts).tolist() * 3:
         started = time.perf_counter()
         predict([text])
         timings.append(time.perf_counter() - started)
     return float(np.median(timings) * 1000)
+
+
+def single_text_predictor(pipeline: Pipeline, served: bool) -> Callable[[list[str]], np.ndarray]:
+    """The compiled scorer the API uses (``served``, when the pipeline has one), or
+    ``predict_proba``."""
+    scorer = compile_scorer(pipeline) if served else None
+    return scorer or (lambda batch: probabilities(pipeline, batch))
 
 
 def _log_explanations(pipeline: Pipeline, out: Path) -> None:
