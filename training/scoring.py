@@ -348,7 +348,8 @@ def _count_known_windows(
 
 
 def _dict_counter(vectorizer: TfidfVectorizer) -> Callable[[Sequence[str]], Counts]:
-    """Counts through the vocabulary dict, for analyzers the index does not cover (characters)."""
+    """Counts through the vocabulary dict, for vectorizers no index covers (a custom tokenizer,
+    ``char`` rather than ``char_wb``, keys that would overflow int64)."""
     analyze, lookup = vectorizer.build_analyzer(), vectorizer.vocabulary_.get
 
     def count(texts: Sequence[str]) -> Counts:
