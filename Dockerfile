@@ -7,13 +7,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_NO_CACHE=1
 WORKDIR /src
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install uv==0.13.9
 COPY requirements-runtime.lock ./
-RUN /opt/venv/bin/uv pip sync --python /opt/venv/bin/python --require-hashes requirements-runtime.lock
+# Bytecode compiled now: the image runs with PYTHONDONTWRITEBYTECODE, so without it every start
+# compiles mlflow, sklearn & co. from source (start-to-ready ~9 s instead of ~3 s).
+RUN /opt/venv/bin/uv pip sync --compile-bytecode --python /opt/venv/bin/python --require-hashes requirements-runtime.lock
 COPY pyproject.toml README.md ./
 COPY emotitrack ./emotitrack
 COPY training ./training
 COPY serving ./serving
 COPY monitoring ./monitoring
-RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-deps . \
+RUN /opt/venv/bin/uv pip install --compile-bytecode --python /opt/venv/bin/python --no-deps . \
     && /opt/venv/bin/uv pip uninstall --python /opt/venv/bin/python uv
 
 # --- runtime: slim base, the virtualenv, a non-root numeric user ---
