@@ -57,15 +57,24 @@ def ngram_index(vocabulary: dict[str, int]) -> NgramIndex | None:
     longest = max((len(tokens) for tokens in grams), default=1)
     if base**longest >= 2**63:
         return None
+    keys, columns = _sorted_keys(grams, token_ids, base, vocabulary)
+    return NgramIndex(token_ids, base, keys, columns, longest)
+
+
+def _sorted_keys(
+    grams: list[Any], ids: dict[str, int], base: int, vocabulary: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each n-gram's key (the base-``base`` number of its tokens' or characters' ids), sorted,
+    and the vocabulary column of each."""
     keys = np.empty(len(grams), dtype=np.int64)
-    for i, tokens in enumerate(grams):
+    for i, units in enumerate(grams):
         key = 0
-        for token in tokens:
-            key = key * base + token_ids[token]
+        for unit in units:
+            key = key * base + ids[unit]
         keys[i] = key
     order = np.argsort(keys)
     columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
-    return NgramIndex(token_ids, base, keys[order], columns[order], longest)
+    return keys[order], columns[order]
 
 
 @dataclass(frozen=True)
@@ -93,16 +102,9 @@ def char_ngram_index(vocabulary: dict[str, int]) -> CharNgramIndex | None:
     longest = max((len(gram) for gram in vocabulary), default=1)
     if base**longest >= 2**63:
         return None
-    keys = np.empty(len(vocabulary), dtype=np.int64)
-    for i, gram in enumerate(vocabulary):
-        key = 0
-        for c in gram:
-            key = key * base + ids[c]
-        keys[i] = key
-    order = np.argsort(keys)
-    columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
+    keys, columns = _sorted_keys(list(vocabulary), ids, base, vocabulary)
     code_points = np.array([ord(c) for c in characters], dtype=np.uint32)
-    return CharNgramIndex(code_points, base, keys[order], columns[order], longest)
+    return CharNgramIndex(code_points, base, keys, columns, longest)
 
 
 def attach_ngram_indexes(pipeline: Pipeline) -> None:
