@@ -5,22 +5,22 @@ the coefficients), so a text's logits are sums of ``tfidf(ngram) · w(ngram)`` o
 n-grams. ``pipeline.predict_proba`` computes the same through a dict probe per n-gram string,
 scipy.sparse and scikit-learn's input checks. ``compile_scorer`` reads the fitted parameters
 once and returns a function giving the same probabilities (tested to 1e-6), or None for a
-pipeline it does not reproduce, which then goes through ``predict_proba``. Word and character
-n-grams are looked up in integer indexes built at training time (``NgramIndex``,
-``CharNgramIndex``). Measured on the IMDB model (``benchmarks/serving_benchmark.py`` prints
-it as the in-process line): see the README.
+pipeline it does not reproduce, which then goes through ``predict_proba``. Word n-grams are
+looked up in an integer index built at training time (``NgramIndex``); character n-grams are
+counted word by word, each word's known columns remembered; the vectorizers of a FeatureUnion
+share one text preparation and one counting and weighing pass. Measured on the IMDB model
+(``benchmarks/serving_benchmark.py`` prints it as the in-process line): see the README.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import expit, softmax
+from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -79,42 +79,24 @@ def _sorted_keys(
 
 @dataclass(frozen=True)
 class CharNgramIndex:
-    """A ``char_wb`` vectorizer's vocabulary keyed by integers, as ``NgramIndex`` for words: each
-    n-gram is the base-``base`` number of its characters' ids (a character's id is its position
-    in ``code_points`` + 1). Probing the dict per character n-gram made a tweet's character
-    features cost more than all the rest of its scoring together."""
+    """Kept so that versions registered with it still unpickle: character n-grams are now counted
+    word by word (``_char_wb_counter``) and no longer need an index."""
 
-    code_points: np.ndarray  # sorted uint32: every character of the vocabulary's n-grams
+    code_points: np.ndarray
     base: int
-    keys: np.ndarray  # sorted int64
+    keys: np.ndarray
     columns: np.ndarray
     longest: int
 
 
-def char_ngram_index(vocabulary: dict[str, int]) -> CharNgramIndex | None:
-    """The index of a fitted ``char_wb`` vocabulary; None if its keys would overflow int64 or an
-    n-gram holds NUL (the separator the counter puts between words)."""
-    characters = sorted({c for gram in vocabulary for c in gram})
-    if "\x00" in characters:
-        return None
-    ids = {c: i for i, c in enumerate(characters, start=1)}
-    base = len(characters) + 1
-    longest = max((len(gram) for gram in vocabulary), default=1)
-    if base**longest >= 2**63:
-        return None
-    keys, columns = _sorted_keys(list(vocabulary), ids, base, vocabulary)
-    code_points = np.array([ord(c) for c in characters], dtype=np.uint32)
-    return CharNgramIndex(code_points, base, keys, columns, longest)
-
-
 def attach_ngram_indexes(pipeline: Pipeline) -> None:
-    """Build the index of every vectorizer at training time, so it is pickled with the model:
-    building it takes ~2 s for IMDB, which would otherwise add to the API's start-up."""
+    """Build the index of every word vectorizer at training time, so it is pickled with the
+    model: building it takes ~2 s for IMDB, which would otherwise add to the API's start-up."""
     for vectorizer in _vectorizers(pipeline.named_steps.get("features")):
         if isinstance(vectorizer, TfidfVectorizer) and _indexable(vectorizer):
             vectorizer.ngram_index_ = ngram_index(vectorizer.vocabulary_)
-        elif isinstance(vectorizer, TfidfVectorizer) and _char_indexable(vectorizer):
-            vectorizer.ngram_index_ = char_ngram_index(vectorizer.vocabulary_)
+        elif hasattr(vectorizer, "ngram_index_"):  # a character index of an earlier version
+            del vectorizer.ngram_index_
 
 
 def compile_scorer(pipeline: Pipeline) -> Scorer | None:
@@ -124,8 +106,8 @@ def compile_scorer(pipeline: Pipeline) -> Scorer | None:
     clf = steps.get("clf")
     if set(steps) != {"features", "nb", "clf"} or not isinstance(clf, LogisticRegression):
         return None
-    features = _features_of(steps["features"])
-    if features is None:
+    parts = _parts_of(steps["features"])
+    if parts is None:
         return None
     coef = np.asarray(clf.coef_, dtype=np.float64)
     nb = steps["nb"]
@@ -133,27 +115,38 @@ def compile_scorer(pipeline: Pipeline) -> Scorer | None:
         coef = coef * nb.ratio_
     elif nb not in ("passthrough", None):
         return None
-    # Feature-major, so one fancy index per batch gathers every class's weights.
-    weights = np.ascontiguousarray(coef.T)
     intercept = np.asarray(clf.intercept_, dtype=np.float64)
-    binary = weights.shape[1] == 1
+    classes = len(clf.classes_)
+    weighting = _Weighting.of(parts, coef)
 
     def score(texts: Sequence[str]) -> np.ndarray:
-        rows, columns, values = _tfidf(features, texts)
-        contributions = values[:, None] * weights[columns]
-        logits = intercept + np.stack(
-            [
-                np.bincount(rows, weights=contributions[:, k], minlength=len(texts))
-                for k in range(weights.shape[1])
-            ],
-            axis=1,
-        )
-        if binary:
-            positive = expit(logits[:, 0])
-            return np.stack([1.0 - positive, positive], axis=1)
-        return np.asarray(softmax(logits, axis=1))
+        if not texts:
+            return np.zeros((0, classes))
+        rows, values, weights = _tfidf(parts, weighting, texts)
+        if len(texts) == 1:  # one matrix-vector product instead of a bincount per class
+            logits = (intercept + values @ weights)[None, :]
+        else:
+            contributions = values[:, None] * weights
+            logits = intercept + np.stack(
+                [
+                    np.bincount(rows, weights=contributions[:, k], minlength=len(texts))
+                    for k in range(weights.shape[1])
+                ],
+                axis=1,
+            )
+        return _probabilities(logits)
 
     return score if _agrees(score, pipeline) else None
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    """LogisticRegression's ``predict_proba`` from its logits: the sigmoid for two classes, else
+    the softmax (written out: scipy's costs ~15 µs of call overhead per request)."""
+    if logits.shape[1] == 1:
+        positive = expit(logits[:, 0])
+        return np.stack([1.0 - positive, positive], axis=1)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
 def _agrees(score: Scorer, pipeline: Pipeline) -> bool:
@@ -172,16 +165,56 @@ def _agrees(score: Scorer, pipeline: Pipeline) -> bool:
     return bool(np.allclose(score(probes), expected, atol=1e-6))
 
 
-@dataclass(frozen=True)
-class _Features:
-    """One fitted vectorizer: how it counts a batch's n-grams and how it weighs the counts."""
+Occurrences = tuple[np.ndarray, np.ndarray]  # row and column of every known n-gram occurrence
 
-    count: Callable[[Sequence[str]], Counts]
-    offset: int  # where its columns start in the classifier's input
+
+@dataclass(frozen=True)
+class _Part:
+    """One fitted vectorizer: how its texts are prepared and where its known n-grams occur.
+    Parts with the same ``prepared_by`` share one preparation pass (the word and character
+    vectorizers of a preset normalise text the same way)."""
+
+    prepared_by: Any
+    prepare: Callable[[str], str]
+    occurrences: Callable[[Sequence[str]], Occurrences]  # of prepared texts; columns renumbered
+    renumbered: np.ndarray  # the scorer's column of each of the vectorizer's columns
     binary: bool
     sublinear_tf: bool
     idf: np.ndarray | None
     l2: bool
+
+
+@dataclass(frozen=True)
+class _Weighting:
+    """The TF-IDF settings of all parts and the classifier's weights, by the scorer's column, so
+    that one pass weighs every part. Columns are renumbered part by part, most frequent n-grams
+    first (``_frequent_first``), and each column's idf and class weights sit side by side: most
+    of a text's n-grams are frequent ones, so their rows stay in the CPU cache between requests
+    and each costs one memory fetch, not two."""
+
+    starts: np.ndarray  # first column of each part
+    width: int
+    idf_and_weights: np.ndarray  # per column: idf (1 for parts without), then one weight per class
+    binary: np.ndarray  # per part
+    sublinear_tf: np.ndarray
+    l2: np.ndarray
+
+    @classmethod
+    def of(cls, parts: list[_Part], coef: np.ndarray) -> _Weighting:
+        widths = [len(part.renumbered) for part in parts]
+        idf = [np.ones(len(part.renumbered)) if part.idf is None else part.idf for part in parts]
+        table = np.empty((sum(widths), 1 + len(coef)), dtype=np.float64)
+        renumbered = np.concatenate([part.renumbered for part in parts])
+        table[renumbered, 0] = np.concatenate(idf)
+        table[renumbered, 1:] = coef.T
+        return cls(
+            starts=np.cumsum([0, *widths[:-1]]),
+            width=sum(widths),
+            idf_and_weights=table,
+            binary=np.array([part.binary for part in parts]),
+            sublinear_tf=np.array([part.sublinear_tf for part in parts]),
+            l2=np.array([part.l2 for part in parts]),
+        )
 
 
 def _vectorizers(step: Any) -> list[Any]:
@@ -201,55 +234,43 @@ def _indexable(vectorizer: TfidfVectorizer) -> bool:
     return not any(any(c.isspace() for c in str(token)) for token in tokens)
 
 
-def _char_indexable(vectorizer: TfidfVectorizer) -> bool:
-    """``char_wb`` n-grams whose shortest size is at most 3: a padded word (`` w ``) then always
-    yields every window that fits it, which is what the index counts. (scikit-learn emits a
-    word shorter than the smallest size whole, once.)"""
-    return (
-        vectorizer.analyzer == "char_wb"
-        and vectorizer.input == "content"
-        and vectorizer.ngram_range[0] <= 3
-    )
-
-
-def _saved_index(vectorizer: TfidfVectorizer) -> NgramIndex | CharNgramIndex | None:
-    """The index pickled with the vectorizer, rebuilt if it is missing (a version saved before
-    it existed) or stale; None for vectorizers no index covers."""
-    kind: type[NgramIndex] | type[CharNgramIndex]
-    build: Callable[[dict[str, int]], NgramIndex | CharNgramIndex | None]
-    if _indexable(vectorizer):
-        kind, build = NgramIndex, ngram_index
-    elif _char_indexable(vectorizer):
-        kind, build = CharNgramIndex, char_ngram_index
-    else:
-        return None
+def _saved_index(vectorizer: TfidfVectorizer) -> NgramIndex | None:
+    """The word index pickled with the vectorizer, rebuilt if it is missing (a version saved
+    before it existed) or stale."""
     index = getattr(vectorizer, "ngram_index_", None)
     fresh = (
-        isinstance(index, kind)
+        isinstance(index, NgramIndex)
         and len(index.keys) == len(vectorizer.vocabulary_)  # not refitted since
         and hasattr(index, "longest")  # not built by an earlier version of this module
     )
-    return index if fresh else build(vectorizer.vocabulary_)
+    return index if fresh else ngram_index(vectorizer.vocabulary_)
 
 
-def _features_of(step: Any) -> list[_Features] | None:
+def _parts_of(step: Any) -> list[_Part] | None:
     if isinstance(step, FeatureUnion) and step.transformer_weights:
         return None
-    features, offset = [], 0
+    parts, offset = [], 0
+    words = _frequent_words(_vectorizers(step))
     for vectorizer in _vectorizers(step):
         if not isinstance(vectorizer, TfidfVectorizer) or vectorizer.norm not in ("l2", None):
             return None
-        index = _saved_index(vectorizer)
-        if isinstance(index, NgramIndex):
-            count = _indexed_counter(vectorizer, index)
-        elif isinstance(index, CharNgramIndex):
-            count = _char_indexed_counter(vectorizer, index)
-        else:
-            count = _dict_counter(vectorizer)
-        features.append(
-            _Features(
-                count=count,
-                offset=offset,
+        index = _saved_index(vectorizer) if _indexable(vectorizer) else None
+        prepared_by: Any = (vectorizer.preprocessor, vectorizer.lowercase, vectorizer.strip_accents)
+        prepare = vectorizer.build_preprocessor()
+        renumbered = _frequent_first(vectorizer) + offset
+        if index is not None:
+            occurrences = _indexed_counter(vectorizer, index, renumbered)
+        elif vectorizer.analyzer == "char_wb" and vectorizer.input == "content":
+            occurrences = _char_wb_counter(vectorizer, renumbered, words)
+        else:  # its analyzer prepares the raw text itself
+            prepared_by, prepare = None, str
+            occurrences = _dict_counter(vectorizer, renumbered)
+        parts.append(
+            _Part(
+                prepared_by=prepared_by,
+                prepare=prepare,
+                occurrences=occurrences,
+                renumbered=renumbered,
                 binary=vectorizer.binary,
                 sublinear_tf=vectorizer.sublinear_tf,
                 idf=np.asarray(vectorizer.idf_, dtype=np.float64) if vectorizer.use_idf else None,
@@ -257,72 +278,74 @@ def _features_of(step: Any) -> list[_Features] | None:
             )
         )
         offset += len(vectorizer.vocabulary_)
-    return features
+    return parts
+
+
+def _frequent_words(vectorizers: list[Any]) -> list[str]:
+    """The most frequent single words of the word vectorizers' vocabularies (by idf), most
+    frequent first: the words whose character n-grams are worth working out before any request."""
+    scored: dict[str, float] = {}
+    for vectorizer in vectorizers:
+        if isinstance(vectorizer, TfidfVectorizer) and vectorizer.analyzer == "word":
+            idf = vectorizer.idf_ if vectorizer.use_idf else np.zeros(len(vectorizer.vocabulary_))
+            for gram, column in vectorizer.vocabulary_.items():
+                if " " not in gram:
+                    scored[gram] = min(scored.get(gram, np.inf), float(idf[column]))
+    return sorted(scored, key=scored.__getitem__)[:CHAR_WORDS_WORKED_OUT_AHEAD]
+
+
+def _frequent_first(vectorizer: TfidfVectorizer) -> np.ndarray:
+    """Each column's position when the vectorizer's columns are ordered by document frequency,
+    most frequent first (lowest idf); the vectorizer's own order without idf."""
+    if not vectorizer.use_idf:
+        return np.arange(len(vectorizer.vocabulary_), dtype=np.int64)
+    order = np.argsort(vectorizer.idf_, kind="stable")
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    return position
+
+
+def _rows(lengths: list[int]) -> np.ndarray:
+    """The row of each of ``sum(lengths)`` entries, ``lengths[i]`` of them in row i."""
+    if len(lengths) == 1:
+        return np.zeros(lengths[0], dtype=np.int64)
+    return np.repeat(np.arange(len(lengths)), lengths)
 
 
 def _indexed_counter(
-    vectorizer: TfidfVectorizer, index: NgramIndex
-) -> Callable[[Sequence[str]], Counts]:
-    """Counts through the integer index: token ids in Python, everything after in numpy."""
-    preprocess, tokenize = vectorizer.build_preprocessor(), vectorizer.build_tokenizer()
+    vectorizer: TfidfVectorizer, index: NgramIndex, renumbered: np.ndarray
+) -> Callable[[Sequence[str]], Occurrences]:
+    """Word n-grams through the integer index: token ids in Python, everything after in numpy."""
+    tokenize = vectorizer.build_tokenizer()
     min_n, max_n = vectorizer.ngram_range[0], min(vectorizer.ngram_range[1], index.longest)
-    get, width = index.token_ids.get, len(vectorizer.vocabulary_)
+    get = index.token_ids.get
+    columns = renumbered[index.columns]  # the scorer's column of each key
 
-    def count(texts: Sequence[str]) -> Counts:
+    def occurrences(texts: Sequence[str]) -> Occurrences:
         ids: list[int] = []
         lengths = []
         for text in texts:
-            tokens = tokenize(preprocess(text))
+            tokens = tokenize(text)
             ids.extend([get(token, 0) for token in tokens])
             ids.append(0)  # a separator: no n-gram spans two texts
             lengths.append(len(tokens) + 1)
         token_ids = np.asarray(ids, dtype=np.int64)
-        text_of = np.repeat(np.arange(len(texts)), lengths)
-        return _count_known_windows(token_ids, text_of, index, min_n, max_n, width)
+        return _known_windows(token_ids, _rows(lengths), index, columns, min_n, max_n)
 
-    return count
-
-
-def _char_indexed_counter(
-    vectorizer: TfidfVectorizer, index: CharNgramIndex
-) -> Callable[[Sequence[str]], Counts]:
-    """Counts ``char_wb`` n-grams through the integer index. scikit-learn pads each word with a
-    space and takes the windows inside it; here the padded words are joined with NUL (id 0, in
-    no n-gram), so the windows of one string are exactly those, and the string's characters
-    become ids with one ``np.searchsorted``."""
-    preprocess = vectorizer.build_preprocessor()
-    min_n, max_n = vectorizer.ngram_range[0], min(vectorizer.ngram_range[1], index.longest)
-    points, last = index.code_points, len(index.code_points) - 1
-    width = len(vectorizer.vocabulary_)
-
-    def count(texts: Sequence[str]) -> Counts:
-        pieces, lengths = [], []
-        for text in texts:
-            words = preprocess(text).split()
-            piece = " " + " \x00 ".join(words) + " \x00" if words else "\x00"
-            pieces.append(piece)
-            lengths.append(len(piece))
-        codes = np.frombuffer("".join(pieces).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        position = np.minimum(np.searchsorted(points, codes), last)
-        known = points[position] == codes
-        char_ids = np.where(known, position + 1, 0).astype(np.int64)
-        text_of = np.repeat(np.arange(len(texts)), lengths)
-        return _count_known_windows(char_ids, text_of, index, min_n, max_n, width)
-
-    return count
+    return occurrences
 
 
-def _count_known_windows(
+def _known_windows(
     ids: np.ndarray,
     text_of: np.ndarray,
-    index: NgramIndex | CharNgramIndex,
+    index: NgramIndex,
+    columns: np.ndarray,
     min_n: int,
     max_n: int,
-    width: int,
-) -> Counts:
-    """Count the windows of ``min_n``..``max_n`` ids that are in the index, per text. Id 0 is
-    unknown or a separator: no window holding one is in the vocabulary. ``width``: the
-    vectorizer's number of columns."""
+) -> Occurrences:
+    """The windows of ``min_n``..``max_n`` ids that are in the index: their rows and
+    ``columns`` (one per key). Id 0 is unknown or a separator: no window holding one is in the
+    vocabulary."""
     known = ids > 0
     key, usable = ids, known
     keys, rows = [], []
@@ -337,7 +360,7 @@ def _count_known_windows(
             rows.append(text_of[: len(key)][usable])
     if not keys:  # no window long enough: no known n-gram
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
+        return empty, empty
     wanted, row = np.concatenate(keys), np.concatenate(rows)
     # Sorted, successive binary searches touch nearby keys: of a review's ~330 µs here, ~70 µs
     # less with the IMDB model's 950k keys, the sort included.
@@ -345,52 +368,145 @@ def _count_known_windows(
     wanted, row = wanted[order], row[order]
     position = np.minimum(np.searchsorted(index.keys, wanted), len(index.keys) - 1)
     hit = index.keys[position] == wanted
-    cells, counts = np.unique(row[hit] * width + index.columns[position[hit]], return_counts=True)
+    return row[hit], columns[position[hit]]
+
+
+# Words whose character n-gram columns are remembered (~0.4 kB each). Past it the memo starts
+# afresh from the words worked out ahead: simpler than LRU bookkeeping.
+CHAR_WORD_MEMO_SIZE = 50_000
+# The most frequent words of the model's word vocabulary are worked out when the scorer is
+# compiled (~0.1 s), so that a new server's first requests do not pay for them.
+CHAR_WORDS_WORKED_OUT_AHEAD = 20_000
+
+
+def _char_wb_counter(
+    vectorizer: TfidfVectorizer, renumbered: np.ndarray, ahead: list[str]
+) -> Callable[[Sequence[str]], Occurrences]:
+    """``char_wb`` n-grams, word by word. scikit-learn takes them inside each whitespace-separated
+    word padded with one space, so a text's n-grams are its words' n-grams put together, and a
+    word's known columns can be remembered: most words of a request were in an earlier one.
+    Building a tweet's ~300 character n-grams in numpy cost more than all the rest of its
+    scoring; with the memo it is a dict probe per word. ``ahead``: words to work out now."""
+    lookup = vectorizer.vocabulary_.get
+    min_n, max_n = vectorizer.ngram_range
+
+    def columns_of(word: str) -> np.ndarray:
+        padded = f" {word} "
+        found = []
+        for n in range(min_n, max_n + 1):
+            if n >= len(padded):  # scikit-learn takes a word this short whole, once
+                found.append(lookup(padded))
+                break
+            found.extend([lookup(padded[i : i + n]) for i in range(len(padded) - n + 1)])
+        return renumbered[[j for j in found if j is not None]]
+
+    worked_out = {word: columns_of(word) for word in ahead}
+    memo = dict(worked_out)
+
+    def occurrences(texts: Sequence[str]) -> Occurrences:
+        known: list[np.ndarray] = []
+        lengths = []
+        for text in texts:
+            length = 0
+            for word in text.split():
+                columns = memo.get(word)
+                if columns is None:
+                    if len(memo) >= CHAR_WORD_MEMO_SIZE:
+                        memo.clear()
+                        memo.update(worked_out)
+                    columns = memo[word] = columns_of(word)
+                known.append(columns)
+                length += len(columns)
+            lengths.append(length)
+        columns = np.concatenate(known) if known else np.zeros(0, dtype=np.int64)
+        return _rows(lengths), columns
+
+    return occurrences
+
+
+def _dict_counter(
+    vectorizer: TfidfVectorizer, renumbered: np.ndarray
+) -> Callable[[Sequence[str]], Occurrences]:
+    """Occurrences through the vocabulary dict, for vectorizers nothing above covers (a custom
+    tokenizer, ``char`` rather than ``char_wb``, keys that would overflow int64)."""
+    analyze, lookup = vectorizer.build_analyzer(), vectorizer.vocabulary_.get
+
+    def occurrences(texts: Sequence[str]) -> Occurrences:
+        columns: list[int] = []
+        lengths: list[int] = []
+        for text in texts:
+            row = [j for j in map(lookup, analyze(text)) if j is not None]
+            columns.extend(row)
+            lengths.append(len(row))
+        return _rows(lengths), renumbered[columns]
+
+    return occurrences
+
+
+def _tfidf(
+    parts: list[_Part], weighting: _Weighting, texts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The TF-IDF matrix's nonzero cells, each part l2-normalised on its own as in a
+    FeatureUnion: their rows, values and the class weights of their columns. The occurrences of
+    all parts are counted and weighed in one pass."""
+    prepared: dict[Any, list[str]] = {}
+    all_rows, all_columns = [], []
+    for part in parts:
+        key = part.prepared_by if part.prepared_by is not None else id(part)
+        if key not in prepared:
+            prepared[key] = [part.prepare(text) for text in texts]
+        rows, columns = part.occurrences(prepared[key])
+        all_rows.append(rows)
+        all_columns.append(columns)
+    rows, columns, counts = _count(all_rows, all_columns, len(texts), weighting.width)
+    values = counts.astype(np.float64)
+    part_of = (
+        np.searchsorted(weighting.starts, columns, side="right") - 1 if len(parts) > 1 else None
+    )
+    _apply_tf(values, weighting.binary, weighting.sublinear_tf, part_of)
+    idf_and_weights = weighting.idf_and_weights[columns]
+    values *= idf_and_weights[:, 0]
+    if weighting.l2.any():
+        segment = rows if part_of is None else rows * len(parts) + part_of
+        squares = np.bincount(segment, weights=values * values, minlength=len(texts) * len(parts))
+        norms = np.sqrt(squares).reshape(len(texts), len(parts))
+        norms[:, ~weighting.l2] = 1.0
+        values /= norms.ravel()[segment]  # rows with no known n-gram have no values at all
+    return rows, values, idf_and_weights[:, 1:]
+
+
+def _count(rows: list[np.ndarray], columns: list[np.ndarray], texts: int, width: int) -> Counts:
+    """The distinct (row, column) cells among the occurrences and how often each occurs."""
+    row, column = (
+        (rows[0], columns[0]) if len(rows) == 1 else (np.concatenate(rows), np.concatenate(columns))
+    )
+    cells = column if texts == 1 else row * width + column  # one text: every row is 0
+    cells = np.sort(cells)
+    if not len(cells):
+        return cells, cells, cells
+    # Boundaries between runs of equal cells: where a run starts, and the end of the last one.
+    bounds = np.empty(len(cells) + 1, dtype=bool)
+    bounds[0] = bounds[-1] = True
+    np.not_equal(cells[1:], cells[:-1], out=bounds[1:-1])
+    starts = bounds.nonzero()[0]
+    counts = starts[1:] - starts[:-1]
+    cells = cells[starts[:-1]]
+    if texts == 1:
+        return np.zeros(len(cells), dtype=np.int64), cells, counts
     return cells // width, cells % width, counts
 
 
-def _dict_counter(vectorizer: TfidfVectorizer) -> Callable[[Sequence[str]], Counts]:
-    """Counts through the vocabulary dict, for vectorizers no index covers (a custom tokenizer,
-    ``char`` rather than ``char_wb``, keys that would overflow int64)."""
-    analyze, lookup = vectorizer.build_analyzer(), vectorizer.vocabulary_.get
-
-    def count(texts: Sequence[str]) -> Counts:
-        columns: list[int] = []
-        counts: list[int] = []
-        lengths: list[int] = []
-        for text in texts:
-            row = Counter([j for j in map(lookup, analyze(text)) if j is not None])
-            columns.extend(row.keys())
-            counts.extend(row.values())
-            lengths.append(len(row))
-        return (
-            np.repeat(np.arange(len(texts)), lengths),
-            np.asarray(columns, dtype=np.int64),
-            np.asarray(counts, dtype=np.int64),
-        )
-
-    return count
-
-
-def _tfidf(features: list[_Features], texts: Sequence[str]) -> Counts:
-    """The TF-IDF matrix as (row, column, value) triples, each vectorizer l2-normalised on its
-    own as in a FeatureUnion."""
-    all_rows, all_columns, all_values = [], [], []
-    for part in features:
-        rows, columns, counts = part.count(texts)
-        values = counts.astype(np.float64)
-        if part.binary:
-            values.fill(1.0)
-        if part.sublinear_tf:
-            values = np.log(values) + 1.0
-        if part.idf is not None:
-            values *= part.idf[columns]
-        if part.l2:
-            norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=len(texts)))
-            values /= norms[rows]  # rows with no known n-gram contribute no values at all
-        all_rows.append(rows)
-        all_columns.append(columns + part.offset)
-        all_values.append(values)
-    if len(features) == 1:
-        return all_rows[0], all_columns[0], all_values[0]
-    return np.concatenate(all_rows), np.concatenate(all_columns), np.concatenate(all_values)
+def _apply_tf(
+    values: np.ndarray, binary: np.ndarray, sublinear: np.ndarray, part_of: np.ndarray | None
+) -> None:
+    """Raw counts → binary or sublinear (1 + log) term frequencies, each part as it was fitted."""
+    if binary.all():
+        values.fill(1.0)
+    elif binary.any() and part_of is not None:
+        values[binary[part_of]] = 1.0
+    if sublinear.all():
+        np.log(values, out=values)
+        values += 1.0
+    elif sublinear.any() and part_of is not None:
+        chosen = sublinear[part_of]
+        values[chosen] = np.log(values[chosen]) + 1.0

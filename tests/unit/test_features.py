@@ -45,8 +45,10 @@ def test_skipping_the_elongation_regex_changes_no_text(
     texts: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # normalize_text runs the regex only where a word character repeats: features must not change.
-    odd = ["Sooo goood", "x___", "\u0661" * 4, "ok!!!", "....", "e\u0301\u0301\u0301"]
-    raw = [*texts["text"].tolist()[:500], *odd]
+    # Reviews take the long-text test, their first sentences and the odd ones the short-text one.
+    odd = ["Sooo goood", "x___", "\u0661" * 4, "ok!!!", "....", "e\u0301\u0301\u0301", "a\n\n\nb"]
+    reviews = texts["text"].tolist()[:500]
+    raw = [*reviews, *(review[:120] for review in reviews), *odd]
     fast = [normalize_text(t) for t in raw]
     monkeypatch.setattr(features, "_has_word_character_run", lambda text: True)
     assert [normalize_text(t) for t in raw] == fast

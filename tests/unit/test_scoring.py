@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from tests.conftest import write_sample
 from training.model import Hyperparameters, build_pipeline, fit_pipeline, probabilities
-from training.scoring import CharNgramIndex, char_ngram_index, compile_scorer, ngram_index
+from training.scoring import CHAR_WORD_MEMO_SIZE, CharNgramIndex, compile_scorer, ngram_index
 
 # Edge cases next to real reviews: nothing known, one known word, markup only, a repeated word.
 ODD_TEXTS = ["", "zzqx qqzx", "good", "<br /><br />", "bad bad bad bad bad", "NOT good!!! :("]
@@ -56,22 +56,49 @@ def test_pipeline_without_nb_or_sublinear_tf(imdb_sample: Path) -> None:
     assert_same_probabilities(*fitted(imdb_sample, hp))
 
 
-def test_three_classes_with_character_ngrams(
+@pytest.fixture(scope="module")
+def semeval_pipeline(
     shared_data: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+) -> tuple[Pipeline, list[str]]:
     data = write_sample(
         shared_data / "semeval2017_task4a",
         tmp_path_factory.mktemp("semeval"),
         {"train": 1200, "test": 300},
     )
-    hp = Hyperparameters(char_ngram_max=4, nb_scaling=False, C=10.0)
-    pipeline, texts = fitted(data, hp)
+    return fitted(data, Hyperparameters(char_ngram_max=4, nb_scaling=False, C=10.0))
+
+
+def test_three_classes_with_character_ngrams(semeval_pipeline: tuple[Pipeline, list[str]]) -> None:
+    pipeline, texts = semeval_pipeline
     assert len(pipeline.classes_) == 3
+    assert_same_probabilities(pipeline, texts + CHARACTER_TEXTS)
+    # Every word again, now from the memo of each word's character n-grams: the same answers.
+    assert_same_probabilities(pipeline, texts + CHARACTER_TEXTS)
+
+
+def test_a_version_saved_with_a_character_index_scores_the_same(
+    semeval_pipeline: tuple[Pipeline, list[str]],
+) -> None:
+    # Versions registered before character n-grams were counted word by word carry an index.
+    pipeline, texts = semeval_pipeline
     char_vectorizer = pipeline.named_steps["features"].transformer_list[1][1]
-    assert isinstance(char_vectorizer.ngram_index_, CharNgramIndex)
+    empty = np.zeros(0, dtype=np.int64)
+    char_vectorizer.ngram_index_ = CharNgramIndex(empty.astype(np.uint32), 2, empty, empty, 4)
     assert_same_probabilities(pipeline, texts + CHARACTER_TEXTS)
-    del char_vectorizer.ngram_index_  # a version saved before character n-grams had an index
-    assert_same_probabilities(pipeline, texts + CHARACTER_TEXTS)
+
+
+def test_character_scores_stay_right_when_the_word_memo_starts_afresh(
+    semeval_pipeline: tuple[Pipeline, list[str]],
+) -> None:
+    pipeline, texts = semeval_pipeline
+    score = compile_scorer(pipeline)
+    assert score is not None
+    many_words = [
+        " ".join(f"w{i}x{j}" for j in range(200)) for i in range(CHAR_WORD_MEMO_SIZE // 200 + 2)
+    ]
+    score(many_words)  # more distinct words than the memo holds: it is emptied on the way
+    for batch in (texts[:50], texts[:1], CHARACTER_TEXTS):
+        np.testing.assert_allclose(score(batch), probabilities(pipeline, batch), atol=1e-6)
 
 
 # Where character n-grams differ from words: one-letter words, tabs and runs of spaces, emoji
@@ -121,14 +148,6 @@ def test_ngram_keys_are_unique_per_ngram() -> None:
     assert sorted(index.columns.tolist()) == [0, 1, 2, 3, 4]
 
 
-def test_character_ngram_keys_are_unique_per_ngram() -> None:
-    vocabulary = {" a": 0, "a ": 1, " a ": 2, "ab": 3, "ba": 4, " ab ": 5, "😍 ": 6}
-    index = char_ngram_index(vocabulary)
-    assert index is not None
-    assert len(set(index.keys.tolist())) == len(vocabulary)
-    assert sorted(index.columns.tolist()) == list(range(len(vocabulary)))
-
-
 def test_a_scorer_is_only_given_when_it_agrees_with_the_pipeline() -> None:
     # Tokens with spaces inside: the n-gram index cannot split such n-grams back into tokens.
     texts = ["good film, great cast", "bad film, awful plot", "great, good", "awful, bad plot"]
@@ -150,3 +169,18 @@ def test_an_empty_batch_scores_to_no_rows(imdb_sample: Path) -> None:
     score = compile_scorer(pipeline)
     assert score is not None
     assert score([]).shape == (0, 2)
+
+
+def test_character_ngrams_longer_than_short_words() -> None:
+    # char_wb with sizes above a padded short word's length: scikit-learn takes such a word
+    # whole, once; the word-by-word counter must too.
+    texts = ["a good film", "an awful one", "I liked it a lot", "it is bad", "ok", "no"]
+    labels = ["p", "n", "p", "n", "p", "n"]
+    pipeline = Pipeline(
+        [
+            ("features", TfidfVectorizer(analyzer="char_wb", ngram_range=(4, 6))),
+            ("nb", "passthrough"),
+            ("clf", LogisticRegression()),
+        ]
+    ).fit(texts, labels)
+    assert_same_probabilities(pipeline, [*texts, "a", "I o", "good bad ok", *CHARACTER_TEXTS])
