@@ -127,7 +127,10 @@ class ScoringProcess:
             if status != "ready":
                 raise RuntimeError(detail)
         except Exception as exc:
-            log.warning("scoring process for %s did not start: %s", self._label, _short(exc))
+            if self._closing.is_set():  # the server stopped while the child was starting
+                log.info("scoring process for %s: start abandoned at shutdown", self._label)
+            else:
+                log.warning("scoring process for %s did not start: %s", self._label, _short(exc))
             _kill(process, parent)
             with self._lock:
                 self._starting = False
