@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -195,9 +196,10 @@ class _Weighting:
     starts: np.ndarray  # first column of each part
     width: int
     idf_and_weights: np.ndarray  # per column: idf (1 for parts without), then one weight per class
-    binary: np.ndarray  # per part
-    sublinear_tf: np.ndarray
-    l2: np.ndarray
+    # Per part; tuples, not arrays: asking numpy whether all are true costs more than the answer.
+    binary: tuple[bool, ...]
+    sublinear_tf: tuple[bool, ...]
+    l2: tuple[bool, ...]
 
     @classmethod
     def of(cls, parts: list[_Part], coef: np.ndarray) -> _Weighting:
@@ -211,9 +213,9 @@ class _Weighting:
             starts=np.cumsum([0, *widths[:-1]]),
             width=sum(widths),
             idf_and_weights=table,
-            binary=np.array([part.binary for part in parts]),
-            sublinear_tf=np.array([part.sublinear_tf for part in parts]),
-            l2=np.array([part.l2 for part in parts]),
+            binary=tuple(part.binary for part in parts),
+            sublinear_tf=tuple(part.sublinear_tf for part in parts),
+            l2=tuple(part.l2 for part in parts),
         )
 
 
@@ -389,16 +391,16 @@ def _char_wb_counter(
     scoring; with the memo it is a dict probe per word. ``ahead``: words to work out now."""
     lookup = vectorizer.vocabulary_.get
     min_n, max_n = vectorizer.ngram_range
+    windows_by_length: dict[int, Callable[[str], tuple[str, ...]]] = {}
 
     def columns_of(word: str) -> np.ndarray:
         padded = f" {word} "
-        found = []
-        for n in range(min_n, max_n + 1):
-            if n >= len(padded):  # scikit-learn takes a word this short whole, once
-                found.append(lookup(padded))
-                break
-            found.extend([lookup(padded[i : i + n]) for i in range(len(padded) - n + 1)])
-        return renumbered[[j for j in found if j is not None]]
+        windows = windows_by_length.get(len(padded))
+        if windows is None:
+            windows = _window_getter(len(padded), min_n, max_n)
+            if len(padded) <= _LONGEST_WORD_WITH_A_GETTER:
+                windows_by_length[len(padded)] = windows
+        return renumbered.take([j for j in map(lookup, windows(padded)) if j is not None])
 
     worked_out = {word: columns_of(word) for word in ahead}
     memo = dict(worked_out)
@@ -422,6 +424,25 @@ def _char_wb_counter(
         return _rows(lengths), columns
 
     return occurrences
+
+
+_LONGEST_WORD_WITH_A_GETTER = 64  # characters, padded
+
+
+def _window_getter(length: int, min_n: int, max_n: int) -> Callable[[str], tuple[str, ...]]:
+    """All ``char_wb`` windows of a padded word of ``length`` characters, in one C call
+    (``operator.itemgetter`` of slices): slicing in a Python loop cost three times as much, and
+    was most of what a word never seen before costs."""
+    spans = []
+    for n in range(min_n, max_n + 1):
+        if n >= length:  # scikit-learn takes a word this short whole, once
+            spans.append(slice(0, length))
+            break
+        spans.extend(slice(i, i + n) for i in range(length - n + 1))
+    if len(spans) == 1:  # itemgetter of one item returns it bare, not in a tuple
+        only = spans[0]
+        return lambda padded: (padded[only],)
+    return itemgetter(*spans)
 
 
 def _dict_counter(
@@ -466,21 +487,26 @@ def _tfidf(
     _apply_tf(values, weighting.binary, weighting.sublinear_tf, part_of)
     idf_and_weights = weighting.idf_and_weights[columns]
     values *= idf_and_weights[:, 0]
-    if weighting.l2.any():
-        segment = rows if part_of is None else rows * len(parts) + part_of
+    if any(weighting.l2):
+        if part_of is None:
+            segment = rows
+        else:  # one text: every row is 0
+            segment = part_of if len(texts) == 1 else rows * len(parts) + part_of
         squares = np.bincount(segment, weights=values * values, minlength=len(texts) * len(parts))
-        norms = np.sqrt(squares).reshape(len(texts), len(parts))
-        norms[:, ~weighting.l2] = 1.0
-        values /= norms.ravel()[segment]  # rows with no known n-gram have no values at all
+        norms = np.sqrt(squares)
+        if not all(weighting.l2):
+            norms.reshape(len(texts), len(parts))[:, ~np.asarray(weighting.l2)] = 1.0
+        values /= norms[segment]  # rows with no known n-gram have no values at all
     return rows, values, idf_and_weights[:, 1:]
 
 
 def _count(rows: list[np.ndarray], columns: list[np.ndarray], texts: int, width: int) -> Counts:
     """The distinct (row, column) cells among the occurrences and how often each occurs."""
-    row, column = (
-        (rows[0], columns[0]) if len(rows) == 1 else (np.concatenate(rows), np.concatenate(columns))
-    )
-    cells = column if texts == 1 else row * width + column  # one text: every row is 0
+    column = columns[0] if len(columns) == 1 else np.concatenate(columns)
+    if texts == 1:  # every row is 0
+        cells = column
+    else:
+        cells = (rows[0] if len(rows) == 1 else np.concatenate(rows)) * width + column
     cells = np.sort(cells)
     if not len(cells):
         return cells, cells, cells
@@ -497,16 +523,19 @@ def _count(rows: list[np.ndarray], columns: list[np.ndarray], texts: int, width:
 
 
 def _apply_tf(
-    values: np.ndarray, binary: np.ndarray, sublinear: np.ndarray, part_of: np.ndarray | None
+    values: np.ndarray,
+    binary: tuple[bool, ...],
+    sublinear: tuple[bool, ...],
+    part_of: np.ndarray | None,
 ) -> None:
     """Raw counts → binary or sublinear (1 + log) term frequencies, each part as it was fitted."""
-    if binary.all():
+    if all(binary):
         values.fill(1.0)
-    elif binary.any() and part_of is not None:
-        values[binary[part_of]] = 1.0
-    if sublinear.all():
+    elif any(binary) and part_of is not None:
+        values[np.asarray(binary)[part_of]] = 1.0
+    if all(sublinear):
         np.log(values, out=values)
         values += 1.0
-    elif sublinear.any() and part_of is not None:
-        chosen = sublinear[part_of]
+    elif any(sublinear) and part_of is not None:
+        chosen = np.asarray(sublinear)[part_of]
         values[chosen] = np.log(values[chosen]) + 1.0

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import FeatureUnion, Pipeline
 
 from tests.conftest import write_sample
 from training.model import Hyperparameters, build_pipeline, fit_pipeline, probabilities
@@ -112,6 +112,7 @@ CHARACTER_TEXTS = [
     "bad\x00good",
     "lone \ud800 half",
     " ",
+    "good" * 20 + " " + "bad" * 30,  # words longer than any precomputed slicing
 ]
 
 
@@ -184,3 +185,19 @@ def test_character_ngrams_longer_than_short_words() -> None:
         ]
     ).fit(texts, labels)
     assert_same_probabilities(pipeline, [*texts, "a", "I o", "good bad ok", *CHARACTER_TEXTS])
+
+
+def test_a_union_of_differently_weighted_vectorizers(imdb_sample: Path) -> None:
+    # Each part keeps its own tf, idf and norm settings in the one shared weighing pass.
+    train = pd.read_parquet(imdb_sample / "train.parquet").head(400)
+    features = FeatureUnion(
+        [
+            ("word", TfidfVectorizer(binary=True, norm=None, use_idf=False, max_features=3000)),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), sublinear_tf=True)),
+            ("pairs", TfidfVectorizer(ngram_range=(2, 2), max_features=2000)),
+        ]
+    )
+    pipeline = Pipeline(
+        [("features", features), ("nb", "passthrough"), ("clf", LogisticRegression(max_iter=500))]
+    ).fit(train["text"].tolist(), train["label"].tolist())
+    assert_same_probabilities(pipeline, train["text"].tolist()[:100] + ODD_TEXTS + CHARACTER_TEXTS)
