@@ -177,8 +177,8 @@ class _Part:
 
     prepared_by: Any
     prepare: Callable[[str], str]
-    occurrences: Callable[[Sequence[str]], Occurrences]  # of prepared texts; columns renumbered
-    renumbered: np.ndarray  # the scorer's column of each of the vectorizer's columns
+    occurrences: Callable[[Sequence[str]], Occurrences]  # of prepared texts
+    width: int  # the vectorizer's columns; they follow those of the parts before it
     binary: bool
     sublinear_tf: bool
     idf: np.ndarray | None
@@ -187,11 +187,8 @@ class _Part:
 
 @dataclass(frozen=True)
 class _Weighting:
-    """The TF-IDF settings of all parts and the classifier's weights, by the scorer's column, so
-    that one pass weighs every part. Columns are renumbered part by part, most frequent n-grams
-    first (``_frequent_first``), and each column's idf and class weights sit side by side: most
-    of a text's n-grams are frequent ones, so their rows stay in the CPU cache between requests
-    and each costs one memory fetch, not two."""
+    """The TF-IDF settings of all parts and the classifier's weights, so that one pass weighs
+    every part. Each column's idf and class weights sit side by side: one gather fetches both."""
 
     starts: np.ndarray  # first column of each part
     width: int
@@ -203,12 +200,11 @@ class _Weighting:
 
     @classmethod
     def of(cls, parts: list[_Part], coef: np.ndarray) -> _Weighting:
-        widths = [len(part.renumbered) for part in parts]
-        idf = [np.ones(len(part.renumbered)) if part.idf is None else part.idf for part in parts]
+        widths = [part.width for part in parts]
+        idf = [np.ones(part.width) if part.idf is None else part.idf for part in parts]
         table = np.empty((sum(widths), 1 + len(coef)), dtype=np.float64)
-        renumbered = np.concatenate([part.renumbered for part in parts])
-        table[renumbered, 0] = np.concatenate(idf)
-        table[renumbered, 1:] = coef.T
+        table[:, 0] = np.concatenate(idf)
+        table[:, 1:] = coef.T
         return cls(
             starts=np.cumsum([0, *widths[:-1]]),
             width=sum(widths),
@@ -259,20 +255,19 @@ def _parts_of(step: Any) -> list[_Part] | None:
         index = _saved_index(vectorizer) if _indexable(vectorizer) else None
         prepared_by: Any = (vectorizer.preprocessor, vectorizer.lowercase, vectorizer.strip_accents)
         prepare = vectorizer.build_preprocessor()
-        renumbered = _frequent_first(vectorizer) + offset
         if index is not None:
-            occurrences = _indexed_counter(vectorizer, index, renumbered)
+            occurrences = _indexed_counter(vectorizer, index, offset)
         elif vectorizer.analyzer == "char_wb" and vectorizer.input == "content":
-            occurrences = _char_wb_counter(vectorizer, renumbered, words)
+            occurrences = _char_wb_counter(vectorizer, offset, words)
         else:  # its analyzer prepares the raw text itself
             prepared_by, prepare = None, str
-            occurrences = _dict_counter(vectorizer, renumbered)
+            occurrences = _dict_counter(vectorizer, offset)
         parts.append(
             _Part(
                 prepared_by=prepared_by,
                 prepare=prepare,
                 occurrences=occurrences,
-                renumbered=renumbered,
+                width=len(vectorizer.vocabulary_),
                 binary=vectorizer.binary,
                 sublinear_tf=vectorizer.sublinear_tf,
                 idf=np.asarray(vectorizer.idf_, dtype=np.float64) if vectorizer.use_idf else None,
@@ -296,17 +291,6 @@ def _frequent_words(vectorizers: list[Any]) -> list[str]:
     return sorted(scored, key=scored.__getitem__)[:CHAR_WORDS_WORKED_OUT_AHEAD]
 
 
-def _frequent_first(vectorizer: TfidfVectorizer) -> np.ndarray:
-    """Each column's position when the vectorizer's columns are ordered by document frequency,
-    most frequent first (lowest idf); the vectorizer's own order without idf."""
-    if not vectorizer.use_idf:
-        return np.arange(len(vectorizer.vocabulary_), dtype=np.int64)
-    order = np.argsort(vectorizer.idf_, kind="stable")
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order))
-    return position
-
-
 def _rows(lengths: list[int]) -> np.ndarray:
     """The row of each of ``sum(lengths)`` entries, ``lengths[i]`` of them in row i."""
     if len(lengths) == 1:
@@ -315,13 +299,13 @@ def _rows(lengths: list[int]) -> np.ndarray:
 
 
 def _indexed_counter(
-    vectorizer: TfidfVectorizer, index: NgramIndex, renumbered: np.ndarray
+    vectorizer: TfidfVectorizer, index: NgramIndex, offset: int
 ) -> Callable[[Sequence[str]], Occurrences]:
     """Word n-grams through the integer index: token ids in Python, everything after in numpy."""
     tokenize = vectorizer.build_tokenizer()
     min_n, max_n = vectorizer.ngram_range[0], min(vectorizer.ngram_range[1], index.longest)
     get = index.token_ids.get
-    columns = renumbered[index.columns]  # the scorer's column of each key
+    columns = index.columns + offset  # the scorer's column of each key
 
     def occurrences(texts: Sequence[str]) -> Occurrences:
         ids: list[int] = []
@@ -382,7 +366,7 @@ CHAR_WORDS_WORKED_OUT_AHEAD = 20_000
 
 
 def _char_wb_counter(
-    vectorizer: TfidfVectorizer, renumbered: np.ndarray, ahead: list[str]
+    vectorizer: TfidfVectorizer, offset: int, ahead: list[str]
 ) -> Callable[[Sequence[str]], Occurrences]:
     """``char_wb`` n-grams, word by word. scikit-learn takes them inside each whitespace-separated
     word padded with one space, so a text's n-grams are its words' n-grams put together, and a
@@ -400,7 +384,8 @@ def _char_wb_counter(
             windows = _window_getter(len(padded), min_n, max_n)
             if len(padded) <= _LONGEST_WORD_WITH_A_GETTER:
                 windows_by_length[len(padded)] = windows
-        return renumbered.take([j for j in map(lookup, windows(padded)) if j is not None])
+        known = [j for j in map(lookup, windows(padded)) if j is not None]
+        return np.array(known, dtype=np.int64) + offset
 
     worked_out = {word: columns_of(word) for word in ahead}
     memo = dict(worked_out)
@@ -446,7 +431,7 @@ def _window_getter(length: int, min_n: int, max_n: int) -> Callable[[str], tuple
 
 
 def _dict_counter(
-    vectorizer: TfidfVectorizer, renumbered: np.ndarray
+    vectorizer: TfidfVectorizer, offset: int
 ) -> Callable[[Sequence[str]], Occurrences]:
     """Occurrences through the vocabulary dict, for vectorizers nothing above covers (a custom
     tokenizer, ``char`` rather than ``char_wb``, keys that would overflow int64)."""
@@ -459,7 +444,7 @@ def _dict_counter(
             row = [j for j in map(lookup, analyze(text)) if j is not None]
             columns.extend(row)
             lengths.append(len(row))
-        return _rows(lengths), renumbered[columns]
+        return _rows(lengths), np.asarray(columns, dtype=np.int64) + offset
 
     return occurrences
 
