@@ -248,8 +248,10 @@ def _parts_of(step: Any) -> list[_Part] | None:
     if isinstance(step, FeatureUnion) and step.transformer_weights:
         return None
     parts, offset = [], 0
-    words = _frequent_words(_vectorizers(step))
-    for vectorizer in _vectorizers(step):
+    vectorizers = _vectorizers(step)
+    with_characters = any(getattr(v, "analyzer", None) == "char_wb" for v in vectorizers)
+    words = _frequent_words(vectorizers) if with_characters else []
+    for vectorizer in vectorizers:
         if not isinstance(vectorizer, TfidfVectorizer) or vectorizer.norm not in ("l2", None):
             return None
         index = _saved_index(vectorizer) if _indexable(vectorizer) else None
