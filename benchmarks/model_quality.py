@@ -8,8 +8,8 @@ Prints one table (data set, metric, published anchor, result, train time, model 
 latency and its ratio to the baseline's, ECE) and writes it as JSON. Latency twice, ours and the
 baseline's timed alternately on the same 500 test texts, each once (medians), after both answered
 1,000 other test texts: through the compiled scorer the API serves with, and through
-scikit-learn's ``predict_proba``. Everything runs against a
-throw-away SQLite MLflow store in a temporary folder.
+scikit-learn's ``predict_proba``. Everything runs against a throw-away SQLite MLflow store in a
+temporary folder.
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ def paired_latencies_ms(
     """Median single-text latency of both pipelines over ``texts``, each text timed once per
     pipeline, alternately, each going first on every other text, so that both see the same
     machine (here, other jobs come and go: timing one after the other gave ratios from 1.9 to
-    3.7 for the same two models). Both first
-    answer ``warm_up`` one by one, as a running server would have: the compiled scorer remembers
-    the character n-grams of words it has seen, so repeating the timed texts would flatter it."""
+    3.7 for the same two models). Both first answer ``warm_up`` one by one, as a running server
+    would have: the compiled scorer remembers the character n-grams of words it has seen, so
+    repeating the timed texts would flatter it."""
     predict = {
         "ours": single_text_predictor(ours, served),
         "baseline": single_text_predictor(baseline, served),

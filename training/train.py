@@ -210,11 +210,12 @@ def single_text_latency_ms(
     """Median time of one single-text prediction on real held-out texts, each timed once.
     ``served``: through the compiled scorer the API uses (what /predict pays), else
     ``predict_proba``. The scorer first answers the next 1,000 held-out texts one by one, as a
-    server would have: it remembers words it has seen (character n-grams), so timing the same
-    texts again would flatter it, and timing a fresh one, wrong the other way."""
+    server in service would have: it remembers the character n-grams of words it has seen, so
+    timing the same texts again would flatter it, and an idle new one would be slower than in
+    service."""
     held_out = test[TEXT].tolist()
     predict = single_text_predictor(pipeline, served)
-    for text in held_out[texts : texts + 1000]:
+    for text in held_out[texts : texts + 1000] if served else []:
         predict([text])
     timings = []
     for text in held_out[:texts]:
