@@ -34,4 +34,4 @@ def load_reference(run_id: str, tracking_uri: str | None = None) -> pd.DataFrame
     local = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=tracking_uri
     )
-    return pd.read_parquet(Path(local))
+    return pd.read_parquet(Path(local), use_threads=False)  # see training.data._read_table
