@@ -58,24 +58,15 @@ def ngram_index(vocabulary: dict[str, int]) -> NgramIndex | None:
     longest = max((len(tokens) for tokens in grams), default=1)
     if base**longest >= 2**63:
         return None
-    keys, columns = _sorted_keys(grams, token_ids, base, vocabulary)
-    return NgramIndex(token_ids, base, keys, columns, longest)
-
-
-def _sorted_keys(
-    grams: list[Any], ids: dict[str, int], base: int, vocabulary: dict[str, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each n-gram's key (the base-``base`` number of its tokens' or characters' ids), sorted,
-    and the vocabulary column of each."""
     keys = np.empty(len(grams), dtype=np.int64)
-    for i, units in enumerate(grams):
+    for i, tokens in enumerate(grams):
         key = 0
-        for unit in units:
-            key = key * base + ids[unit]
+        for token in tokens:
+            key = key * base + token_ids[token]
         keys[i] = key
     order = np.argsort(keys)
     columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
-    return keys[order], columns[order]
+    return NgramIndex(token_ids, base, keys[order], columns[order], longest)
 
 
 @dataclass(frozen=True)
@@ -96,8 +87,6 @@ def attach_ngram_indexes(pipeline: Pipeline) -> None:
     for vectorizer in _vectorizers(pipeline.named_steps.get("features")):
         if isinstance(vectorizer, TfidfVectorizer) and _indexable(vectorizer):
             vectorizer.ngram_index_ = ngram_index(vectorizer.vocabulary_)
-        elif hasattr(vectorizer, "ngram_index_"):  # a character index of an earlier version
-            del vectorizer.ngram_index_
 
 
 def compile_scorer(pipeline: Pipeline) -> Scorer | None:
