@@ -14,6 +14,7 @@ share one text preparation and one counting and weighing pass. Measured on the I
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -186,6 +187,7 @@ class _Weighting:
     binary: tuple[bool, ...]
     sublinear_tf: tuple[bool, ...]
     l2: tuple[bool, ...]
+    same_tf: bool  # every part binary or none, sublinear or none
 
     @classmethod
     def of(cls, parts: list[_Part], coef: np.ndarray) -> _Weighting:
@@ -201,6 +203,7 @@ class _Weighting:
             binary=tuple(part.binary for part in parts),
             sublinear_tf=tuple(part.sublinear_tf for part in parts),
             l2=tuple(part.l2 for part in parts),
+            same_tf=len({(part.binary, part.sublinear_tf) for part in parts}) == 1,
         )
 
 
@@ -457,23 +460,40 @@ def _tfidf(
         all_columns.append(columns)
     rows, columns, counts = _count(all_rows, all_columns, len(texts), weighting.width)
     values = counts.astype(np.float64)
-    part_of = (
-        np.searchsorted(weighting.starts, columns, side="right") - 1 if len(parts) > 1 else None
-    )
+    one_text, several_parts = len(texts) == 1, len(parts) > 1
+    # Each cell's part, where parts are weighed differently or a batch is normalised.
+    part_of = None
+    if several_parts and (not weighting.same_tf or (not one_text and any(weighting.l2))):
+        part_of = np.searchsorted(weighting.starts, columns, side="right") - 1
     _apply_tf(values, weighting.binary, weighting.sublinear_tf, part_of)
-    idf_and_weights = weighting.idf_and_weights[columns]
+    # ``take`` rather than ``[columns]``: numpy's fancy indexing of rows cost ~12 µs for a
+    # tweet's ~400 cells, ``take`` ~2 µs.
+    idf_and_weights = weighting.idf_and_weights.take(columns, axis=0)
     values *= idf_and_weights[:, 0]
-    if any(weighting.l2):
-        if part_of is None:
-            segment = rows
-        else:  # one text: every row is 0
-            segment = part_of if len(texts) == 1 else rows * len(parts) + part_of
+    if one_text and several_parts:
+        _normalise_parts_of_one_text(values, columns, weighting)
+    elif any(weighting.l2):
+        segment = rows if part_of is None else rows * len(parts) + part_of
         squares = np.bincount(segment, weights=values * values, minlength=len(texts) * len(parts))
         norms = np.sqrt(squares)
         if not all(weighting.l2):
             norms.reshape(len(texts), len(parts))[:, ~np.asarray(weighting.l2)] = 1.0
         values /= norms[segment]  # rows with no known n-gram have no values at all
     return rows, values, idf_and_weights[:, 1:]
+
+
+def _normalise_parts_of_one_text(
+    values: np.ndarray, columns: np.ndarray, weighting: _Weighting
+) -> None:
+    """l2-normalise each part's cells of one text in place. Its cells are sorted by column, so
+    each part's are one slice: a dot product per part instead of bincount over cell parts."""
+    bounds = [0, *columns.searchsorted(weighting.starts[1:]).tolist(), len(columns)]
+    for part, l2 in enumerate(weighting.l2):
+        if l2:
+            cells = values[bounds[part] : bounds[part + 1]]
+            norm = math.sqrt(cells @ cells)
+            if norm:
+                cells /= norm
 
 
 def _count(rows: list[np.ndarray], columns: list[np.ndarray], texts: int, width: int) -> Counts:
