@@ -107,22 +107,33 @@ def wait_for_http(
 
 
 @contextmanager
-def mlflow_server(backend_store_uri: str, artifacts: Path, log: Path) -> Iterator[str]:
-    """``mlflow server`` with artifact proxying (clients see ``mlflow-artifacts:/`` URIs)."""
+def mlflow_server(
+    backend_store_uri: str,
+    artifacts: Path,
+    log: Path,
+    app_name: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """``mlflow server`` with artifact proxying (clients see ``mlflow-artifacts:/`` URIs);
+    ``app_name`` (e.g. ``basic-auth``) and ``env`` as for the server in compose."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        environment.pop(name, None)  # the server is not a client of itself
     command = [
         sys.executable, "-m", "mlflow", "server",
+        *(["--app-name", app_name] if app_name else []),
         "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", str(artifacts),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env=environment, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT
+        )
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_for_http(f"{url}/health", process, log=log)
+            wait_for_http(f"{url}/health", process, log=log)  # /health is open even with auth
             yield url
         finally:
             process.terminate()

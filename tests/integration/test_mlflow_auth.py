@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.integration.conftest import start_api
-from tests.servers import free_port, wait_for_http
+from tests.servers import mlflow_server
 
 pytestmark = pytest.mark.integration
 
@@ -30,38 +30,20 @@ def mlflow_with_basic_auth(workdir: Path) -> Iterator[str]:
     config = (REPO / "deploy" / "mlflow" / "basic_auth.ini").read_text()
     config = config.replace("sqlite:////mlauth/basic_auth.db", f"sqlite:///{workdir / 'auth.db'}")
     (workdir / "basic_auth.ini").write_text(config)
-    port = free_port()
     env = {
-        **os.environ,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_AUTH_CONFIG_PATH": str(workdir / "basic_auth.ini"),
         "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
     }
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        env.pop(name, None)
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-        "--artifacts-destination", str(workdir / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    log = workdir / "mlflow-server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{url}/health", process, log=log)  # /health is open, by design
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with mlflow_server(
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        workdir / "artifacts",
+        workdir / "mlflow-server.log",
+        app_name="basic-auth",
+        env=env,
+    ) as url:
+        yield url
 
 
 @pytest.fixture
