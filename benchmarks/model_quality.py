@@ -5,7 +5,8 @@ uni+bigram TF-IDF + LogisticRegression) on the same splits.
     .venv/bin/python benchmarks/model_quality.py [--data-root ../shared/data] [--only imdb]
 
 Prints one table (data set, metric, published anchor, result, train time, model size, single-text
-latency and its ratio to the baseline's, ECE) and writes it as JSON. Latency twice, ours and the
+latency and its ratio to the baseline's, ECE, and which of the issue's targets it misses) and
+writes it as JSON. Latency twice, ours and the
 baseline's timed alternately on the same 500 test texts, each once (medians), after both answered
 1,000 other test texts: through the compiled scorer the API serves with, and through
 scikit-learn's ``predict_proba``. Everything runs against a throw-away SQLite MLflow store in a
@@ -22,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -107,17 +109,35 @@ class Benchmark:
     metric_name: str
     anchor: str
     target: float
+    ece_target: float | None = None  # the issue sets one for IMDB only
 
 
 BENCHMARKS = [
-    Benchmark("imdb", "imdb", "accuracy", "accuracy", "NBSVM-bigram 91.22 (Wang & Manning 2012)", 0.913),
+    Benchmark("imdb", "imdb", "accuracy", "accuracy", "NBSVM-bigram 91.22 (Wang & Manning 2012)",
+              0.913, ece_target=0.02),
     Benchmark("sst2", "sst2", "accuracy", "accuracy", "BiNB 83.1 (Socher et al. 2013)", 0.835),
     Benchmark("semeval", "semeval2017_task4a", "recall_macro", "average recall",
               "best system 0.681 (deep model)", 0.65),
 ]  # fmt: skip
+# The issue's cost limits: IMDB's final fit, any model's artifact, single-text latency ratio.
+MAX_TRAIN_S, MAX_MODEL_MB, MAX_LATENCY_RATIO = 180.0, 150.0, 2.0
 
 
-def run(benchmark: Benchmark, data_root: Path, work: Path) -> dict[str, object]:
+def missed_targets(benchmark: Benchmark, row: dict[str, Any]) -> list[str]:
+    """The targets a result row misses, by name (none: it meets every one)."""
+    checks = {
+        benchmark.metric_name: row["result"] >= benchmark.target,
+        "served latency ratio": row["served ratio"] <= MAX_LATENCY_RATIO,
+        "model size": row["model MB"] <= MAX_MODEL_MB,
+    }
+    if benchmark.preset == "imdb":
+        checks["train time"] = row["train s"] <= MAX_TRAIN_S
+    if benchmark.ece_target is not None:
+        checks["ECE"] = row["test ECE"] <= benchmark.ece_target
+    return [name for name, met in checks.items() if not met]
+
+
+def run(benchmark: Benchmark, data_root: Path, work: Path) -> dict[str, Any]:
     settings = TrainingSettings(
         data=data_root / benchmark.folder,
         tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
@@ -137,7 +157,7 @@ def run(benchmark: Benchmark, data_root: Path, work: Path) -> dict[str, object]:
     proba, proba_baseline = paired_latencies_ms(
         pipeline, baseline_pipeline, timed, warm_up[:200], False
     )
-    return {
+    row: dict[str, Any] = {
         "data set": benchmark.folder,
         "metric": benchmark.metric_name,
         "anchor": benchmark.anchor,
@@ -154,6 +174,8 @@ def run(benchmark: Benchmark, data_root: Path, work: Path) -> dict[str, object]:
         "baseline predict_proba ms": round(proba_baseline, 3),
         "predict_proba ratio": round(proba / proba_baseline, 2),
     }
+    row["missed"] = ", ".join(missed_targets(benchmark, row)) or "none"
+    return row
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
