@@ -6,11 +6,10 @@ uni+bigram TF-IDF + LogisticRegression) on the same splits.
 
 Prints one table (data set, metric, published anchor, result, train time, model size, single-text
 latency and its ratio to the baseline's, ECE, and which of the issue's targets it misses) and
-writes it as JSON. Latency twice, ours and the
-baseline's timed alternately on the same 500 test texts, each once (medians), after both answered
-1,000 other test texts: through the compiled scorer the API serves with, and through
-scikit-learn's ``predict_proba``. Everything runs against a throw-away SQLite MLflow store in a
-temporary folder.
+writes it as JSON. Latency twice, ours and the baseline's timed alternately on the same 500 test
+texts, each once (medians), after both answered 1,000 other test texts: through the compiled
+scorer the API serves with, and through scikit-learn's ``predict_proba``. Everything runs against
+a throw-away SQLite MLflow store in a temporary folder.
 """
 
 from __future__ import annotations
@@ -109,18 +108,20 @@ class Benchmark:
     metric_name: str
     anchor: str
     target: float
-    ece_target: float | None = None  # the issue sets one for IMDB only
+    # The issue sets these for IMDB only.
+    ece_target: float | None = None
+    train_limit_s: float | None = None
 
 
 BENCHMARKS = [
     Benchmark("imdb", "imdb", "accuracy", "accuracy", "NBSVM-bigram 91.22 (Wang & Manning 2012)",
-              0.913, ece_target=0.02),
+              0.913, ece_target=0.02, train_limit_s=180.0),
     Benchmark("sst2", "sst2", "accuracy", "accuracy", "BiNB 83.1 (Socher et al. 2013)", 0.835),
     Benchmark("semeval", "semeval2017_task4a", "recall_macro", "average recall",
               "best system 0.681 (deep model)", 0.65),
 ]  # fmt: skip
-# The issue's cost limits: IMDB's final fit, any model's artifact, single-text latency ratio.
-MAX_TRAIN_S, MAX_MODEL_MB, MAX_LATENCY_RATIO = 180.0, 150.0, 2.0
+# The issue's cost limits for every data set: the model artifact, the single-text latency ratio.
+MAX_MODEL_MB, MAX_LATENCY_RATIO = 150.0, 2.0
 
 
 def missed_targets(benchmark: Benchmark, row: dict[str, Any]) -> list[str]:
@@ -130,8 +131,8 @@ def missed_targets(benchmark: Benchmark, row: dict[str, Any]) -> list[str]:
         "served latency ratio": row["served ratio"] <= MAX_LATENCY_RATIO,
         "model size": row["model MB"] <= MAX_MODEL_MB,
     }
-    if benchmark.preset == "imdb":
-        checks["train time"] = row["train s"] <= MAX_TRAIN_S
+    if benchmark.train_limit_s is not None:
+        checks["train time"] = row["train s"] <= benchmark.train_limit_s
     if benchmark.ece_target is not None:
         checks["ECE"] = row["test ECE"] <= benchmark.ece_target
     return [name for name, met in checks.items() if not met]
