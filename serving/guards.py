@@ -147,6 +147,8 @@ class ApiKeys:
         return bool(self._digests)
 
     def accepts(self, given: bytes) -> bool:
+        if not given.strip():  # no credential is never a key, whatever was configured
+            return False
         digest = _digest(given)
         matches = [secrets.compare_digest(digest, known) for known in self._digests]
         return any(matches)

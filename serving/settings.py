@@ -89,6 +89,15 @@ class ServingSettings(BaseSettings):
         50_000, gt=0, description="Records held in memory before they spill to disk."
     )
 
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: Any) -> Any:
+        """``EMOTITRACK_ADMIN_TOKEN=`` (what docker-compose passes when it is unset) turns the
+        admin endpoints off; it must never become a token that an empty credential matches."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:

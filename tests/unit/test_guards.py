@@ -35,3 +35,8 @@ def test_only_configured_keys_are_accepted() -> None:
     for guess in (b"", b"k-on", b"k-one ", b"k-one\x00", b"K-ONE", b"k-onek-two"):
         assert not keys.accepts(guess), guess
     assert not ApiKeys([]) and not ApiKeys([]).accepts(b"")
+
+
+def test_an_empty_credential_never_matches_even_an_empty_key() -> None:
+    assert not ApiKeys([SecretStr("")]).accepts(b"")
+    assert not ApiKeys([SecretStr(" ")]).accepts(b" ")

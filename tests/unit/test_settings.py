@@ -27,6 +27,15 @@ def test_prefixed_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.admin_token is not None and "t0ken" not in repr(settings)
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_admin_token_turns_the_admin_endpoints_off(
+    blank: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docker-compose passes EMOTITRACK_ADMIN_TOKEN= when the operator set none
+    monkeypatch.setenv("EMOTITRACK_ADMIN_TOKEN", blank)
+    assert ServingSettings().admin_token is None
+
+
 def test_invalid_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMOTITRACK_VALIDATION_FRACTION", "0.9")
     with pytest.raises(ValueError, match="validation_fraction"):
