@@ -4,6 +4,7 @@
 # from their annotations, and those models are built per app (configured limits) in a closure.
 
 import asyncio
+import email.message
 import gc
 import hashlib
 import logging
@@ -50,7 +51,7 @@ from serving.schemas import (
     ReloadResponse,
     ServiceInfo,
     request_models,
-    storable_text_problem,
+    text_problem,
 )
 from serving.settings import ServingSettings
 
@@ -78,19 +79,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "was not answered within EMOTITRACK_REQUEST_TIMEOUT_S.",
     },
 }
-
-
-async def explanation_of(model: LoadedModel, text: str) -> dict[str, Any]:
-    """The n-grams behind the model's prediction for ``text`` (same version that predicted)."""
-    if model.explain is None:
-        raise HTTPException(
-            400,
-            detail=f"model version {model.version} cannot explain its predictions (not an "
-            'EmotiTrack pipeline); send "explain": false',
-        )
-    explain = model.explain
-    [explanation] = await asyncio.to_thread(explain, [text])
-    return explanation
 
 
 class Service:
@@ -141,32 +129,39 @@ class Service:
         return model
 
     async def predict(
-        self, texts: list[str], endpoint: str
+        self, texts: list[str], endpoint: str, *, explain: bool = False
     ) -> tuple[LoadedModel, list[dict[str, Any]]]:
         """One result per text, shaped as ``Prediction``; every one queued for the prediction log.
+
+        The records are queued last, once the whole answer is computed: a request refused, failed
+        or cancelled by its timeout before then leaves no logged prediction its client never got
+        (only a timeout while the answer is being sent still can).
 
         Plain dicts, serialised once by orjson: validating our own output through pydantic again
         was a measurable share of a single prediction's cost."""
         model = self.model()
+        explainer = model.explain
+        if explain and explainer is None:
+            raise HTTPException(
+                400,
+                detail=f"model version {model.version} cannot explain its predictions (not an "
+                'EmotiTrack pipeline); send "explain": false',
+            )
         started = time.perf_counter()
         proba = await self.batcher.score(model.score, texts)
         latency_ms = (time.perf_counter() - started) * 1000
-        stored_texts: list[str | None] = list(texts)
-        hashes: list[str | None] = [None] * len(texts)
-        descriptors: list[dict[str, float] | None] = [None] * len(texts)
-        if not self.settings.store_text:
-            stored_texts = [None] * len(texts)
-            hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
-            # shielded: a request that times out must not cancel the load others wait for
-            describer = await asyncio.shield(self.describer(model))
-            descriptors = [describer.describe_one(text) for text in texts]
+        explanations = await asyncio.to_thread(explainer, texts) if explain and explainer else None
+        stored_texts: list[str | None] = (
+            [None] * len(texts) if not self.settings.store_text else list(texts)
+        )
+        hashes, descriptors = await self._hashes_and_descriptors(model, texts)
         now = datetime.now(UTC)
         classes = model.classes
         best = proba.argmax(axis=1).tolist()
         confidences = []
         predictions, records = [], []
-        for text, text_sha256, described, row, index in zip(
-            stored_texts, hashes, descriptors, proba.tolist(), best, strict=True
+        for i, (text, text_sha256, described, row, index) in enumerate(
+            zip(stored_texts, hashes, descriptors, proba.tolist(), best, strict=True)
         ):
             confidences.append(row[index])
             probabilities = dict(zip(classes, row, strict=True))
@@ -180,6 +175,8 @@ class Service:
                     "request_id": request_id,
                 }
             )
+            if explanations is not None:
+                predictions[-1]["explanation"] = explanations[i]
             records.append(
                 PredictionRecord(
                     request_id=request_id,
@@ -199,6 +196,18 @@ class Service:
         self.prediction_log.submit(records)
         self._count(model, confidences, best)
         return model, predictions
+
+    async def _hashes_and_descriptors(
+        self, model: LoadedModel, texts: list[str]
+    ) -> tuple[list[str | None], list[dict[str, float] | None]]:
+        """What the log keeps instead of the texts when it may not keep them; None each
+        otherwise. In a thread: 1,000 texts of 20,000 characters take seconds, during which
+        the event loop would answer nothing, not even /health."""
+        if self.settings.store_text:
+            return [None] * len(texts), [None] * len(texts)
+        # shielded: a request that times out must not cancel the load others wait for
+        describer = await asyncio.shield(self.describer(model))
+        return await asyncio.to_thread(hash_and_describe, describer, texts)
 
     def describer(self, model: LoadedModel) -> asyncio.Task[TextDescriber]:
         """The descriptors' tokenizer and vocabulary of ``model``, built once per version in a
@@ -229,11 +238,7 @@ class Service:
         limit = self.settings.max_text_chars
         for i, text in enumerate(texts):
             where = f"text {i}" if len(texts) > 1 else "text"
-            if not text.strip():
-                raise HTTPException(
-                    422, detail=f"{where} is empty or whitespace; send the text to classify"
-                )
-            problem = storable_text_problem(text)
+            problem = text_problem(text)
             if problem:
                 raise HTTPException(422, detail=f"{where} {problem}")
             if len(text) > limit:
@@ -270,6 +275,15 @@ def scoring_place(model: LoadedModel | None) -> str | None:
     if model is None:
         return None
     return "process" if model.scoring is not None and model.scoring.in_child else "in-process"
+
+
+def hash_and_describe(
+    describer: TextDescriber, texts: list[str]
+) -> tuple[list[str | None], list[dict[str, float] | None]]:
+    """Each text's SHA-256 and descriptors."""
+    hashes: list[str | None] = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    descriptors: list[dict[str, float] | None] = [describer.describe_one(t) for t in texts]
+    return hashes, descriptors
 
 
 def load_describer(load_uri: str) -> TextDescriber:
@@ -448,9 +462,8 @@ def _add_routes(app: FastAPI, settings: ServingSettings) -> None:
     @app.post("/predict", response_model=Prediction, responses=ERRORS, summary="Classify one text")
     async def predict(body: PredictRequest, service: ServiceDep) -> Response:  # type: ignore[valid-type]
         text: str = body.text  # type: ignore[attr-defined]
-        model, predictions = await service.predict([text], "predict")
-        if body.explain:  # type: ignore[attr-defined]
-            predictions[0]["explanation"] = await explanation_of(model, text)
+        explain: bool = body.explain  # type: ignore[attr-defined]
+        _, predictions = await service.predict([text], "predict", explain=explain)
         return OrjsonResponse(predictions[0])
 
     @app.post(
@@ -589,7 +602,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("application/json") and request.method == "POST":
+        if request.method == "POST" and not is_json_media_type(content_type):
             return JSONResponse(
                 {
                     "detail": f"send JSON with Content-Type: application/json (got {content_type or 'none'})"
@@ -606,10 +619,34 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
 
+def is_json_media_type(content_type: str) -> bool:
+    """Whether FastAPI parses a body with this Content-Type as JSON, by its own rule:
+    ``application/json`` or ``application/*+json``, any case, parameters aside."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return (
+        bool(content_type)
+        and message.get_content_maintype() == "application"
+        and (subtype == "json" or subtype.endswith("+json"))
+    )
+
+
+# How to fix an empty or malformed field, by field name (texts: the default).
+FIELD_FIXES = {
+    "request_id": "not a request_id; send the 32 lowercase hex characters a prediction "
+    "returned as request_id",
+    "label": "empty; send the true label, one of the served model's classes (GET /model)",
+}
+
+
 def _what_to_fix(error: Any) -> str:
     """Pydantic's message, or one that says how to fix the request for the limits we set."""
     kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
-    if kind in ("string_pattern_mismatch", "string_too_short"):
+    field = next((part for part in reversed(error["loc"]) if isinstance(part, str)), "")
+    if kind.startswith("string_") and field in FIELD_FIXES:
+        return FIELD_FIXES[field]
+    if kind == "string_too_short":
         return "empty or whitespace; send the text to classify"
     if kind == "string_too_long" and isinstance(given, str):
         return f"{len(given)} characters; the limit is {ctx.get('max_length')}"
@@ -617,6 +654,8 @@ def _what_to_fix(error: Any) -> str:
         return f"{len(given)} texts; at most {ctx.get('max_length')} per request, split the batch"
     if kind == "too_short" and isinstance(given, list):
         return "send at least one text"
+    if kind == "value_error" and "error" in ctx:  # our validators' messages, without a prefix
+        return str(ctx["error"])
     return str(error["msg"])
 
 

@@ -227,7 +227,6 @@ class StoreStatus:
     registry_reachable: bool = False
     last_check_at: datetime | None = None
     last_error: str = ""
-    last_outcome: str = "never checked"
 
 
 class ModelStore:
@@ -259,7 +258,6 @@ class ModelStore:
         async with self._lock:
             outcome, model = await asyncio.to_thread(self._check)
             self.status.last_check_at = datetime.now(UTC)
-            self.status.last_outcome = outcome
             if model is not None:
                 previous, self.current = self.current, model  # the swap: one assignment
                 # After the swap, not before: readiness (start-up) does not wait for them.

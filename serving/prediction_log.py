@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,7 +126,6 @@ class PredictionRecord:
 class LogCounters:
     """What happened to records, for metrics (read by the metrics exporter)."""
 
-    queued: int = 0
     written: int = 0
     spilled: int = 0
     replayed: int = 0
@@ -137,15 +137,25 @@ class LogCounters:
 
 def create_store_engine(url: str) -> sa.Engine:
     """An engine with short timeouts, so a dead store is noticed fast rather than hanging."""
+    url = sqlalchemy_url(url)
     args: dict[str, Any] = {}
     if url.startswith("postgresql"):
         args = {"connect_args": {"connect_timeout": 3}, "pool_pre_ping": True}
-    elif url.startswith("sqlite"):
+    elif url.startswith("sqlite") and "timeout" not in sa.engine.make_url(url).query:
         args = {"connect_args": {"timeout": 5}}
     engine = sa.create_engine(url, **args)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_wal)
     return engine
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgres://`` (what Heroku and others put in DATABASE_URL) as SQLAlchemy 2 names it:
+    ``postgresql://``; it refuses the short scheme."""
+    scheme, sep, rest = url.partition("://")
+    if scheme == "postgres" or scheme.startswith("postgres+"):
+        return f"postgresql{scheme.removeprefix('postgres')}{sep}{rest}"
+    return url
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
@@ -160,6 +170,16 @@ def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
 def _insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table) -> Any:
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=["request_id"])
+
+
+# Spill files: written as ``*.jsonl.tmp`` and renamed when complete; a replayer claims one by
+# renaming it to ``*.replaying.jsonl``. ``SPILL_GLOB`` matches every whole file not yet replayed,
+# claimed or not (what operators and tests count), never one being written.
+SPILL_GLOB = "spill-*.jsonl"
+WRITING_SUFFIX = ".tmp"
+CLAIMED_SUFFIX = ".replaying.jsonl"
+# A claim untouched this long is a replayer that died mid-file: its file is replayed again.
+STALE_CLAIM_S = 600.0
 
 
 class PredictionLog:
@@ -228,17 +248,13 @@ class PredictionLog:
 
     # -- request path --------------------------------------------------------------------------
     def submit(self, records: Sequence[PredictionRecord]) -> None:
-        """Queue records; never blocks on the store. Overflow spills to disk at once."""
-        overflow: list[PredictionRecord] = []
+        """Queue records; never blocks on the store or the disk (this runs on the event loop).
+        Past ``buffer_rows`` the oldest spill, on the writer or guard thread."""
         with self._lock:
             self._buffer.extend(records)
-            self.counters.queued += len(records)
             self.counters.pending_ids.update(r.request_id for r in records)
-            while len(self._buffer) > self.buffer_rows:
-                overflow.append(self._buffer.popleft())
-        if overflow:
-            self._spill(overflow)
-        if len(self._buffer) >= self.flush_rows:
+            depth = len(self._buffer)
+        if depth >= self.flush_rows or depth > self.buffer_rows:
             self._wake.set()
 
     def queue_depth(self) -> int:
@@ -268,31 +284,51 @@ class PredictionLog:
         while not self._stop.is_set():
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
-            self._flush_buffer()
-            if not self.counters.store_up and self.spill_files():
-                self._probe()  # no new records may come to show the store is back
-            if self.counters.store_up:
-                self._replay_spill_files()
+            try:
+                self._write_pass()
+            except Exception:  # a dead writer would leave every later record in memory
+                log.exception("prediction log: write pass failed; retrying at the next flush")
+
+    def _write_pass(self) -> None:
+        self._spill_overflow()
+        self._flush_buffer()
+        if not self.counters.store_up and self.spill_files():
+            self._probe()  # no new records may come to show the store is back
+        if self.counters.store_up:
+            self._replay_spill_files()
 
     def _flush_buffer(self) -> None:
-        while True:
-            with self._lock:
-                batch = [
-                    self._buffer.popleft() for _ in range(min(self.flush_rows, len(self._buffer)))
-                ]
+        """Write the buffer a batch at a time. Once a write fails, or with the store marked
+        down, all of it spills at once: one batch per failure left the rest in memory (where a
+        SIGKILL loses it) for as long as the store took to fail, again and again."""
+        while self.counters.store_up:
+            batch = self._take(self.flush_rows)
             if not batch:
                 return
-            if not self._write(batch):
+            if not self._write(batch) and not self._inflight_spilled:
                 self._spill(batch)
-                return
+        self._spill_buffer()
 
     def _drain(self) -> None:
         self._flush_buffer()
+        self._spill_buffer()
+
+    def _take(self, count: int | None = None) -> list[PredictionRecord]:
+        """The oldest ``count`` buffered records (all without one), out of the buffer."""
         with self._lock:
-            rest = list(self._buffer)
-            self._buffer.clear()
+            size = len(self._buffer) if count is None else min(count, len(self._buffer))
+            return [self._buffer.popleft() for _ in range(size)]
+
+    def _spill_buffer(self) -> None:
+        rest = self._take()
         if rest:
             self._spill(rest)
+
+    def _spill_overflow(self) -> None:
+        """Spill the oldest records past ``buffer_rows`` (a store slower than the traffic)."""
+        overflow = self._take(max(0, len(self._buffer) - self.buffer_rows))
+        if overflow:
+            self._spill(overflow)
 
     def _write(self, records: Sequence[PredictionRecord]) -> bool:
         assert self._engine is not None
@@ -306,7 +342,7 @@ class PredictionLog:
                     _insert_ignoring_duplicates(self._engine, PREDICTIONS),
                     [r.to_row() for r in records],
                 )
-        except sa.exc.SQLAlchemyError as exc:
+        except Exception as exc:  # whatever failed, the records must reach a spill file
             self._mark_down(exc)
             return False
         finally:
@@ -332,12 +368,22 @@ class PredictionLog:
         return started is not None and time.monotonic() - started > self.stall_timeout_s
 
     def _guard_stalls(self) -> None:
-        """A hung store (a frozen server, a lock never released) blocks the writer inside a
-        statement that no client-side timeout ends, and records would pile up in memory where a
-        crash loses them. While the writer is stuck, move them to spill files every tick."""
+        """Keep records out of memory while the writer cannot: it may be stuck in a statement
+        that no client-side timeout ends (a frozen server, a lock never released), or busy
+        asking a store marked down whether it is back, or writing slower than records come."""
         while not self._stop.wait(self.flush_interval_s):
-            if self._stalled():
-                self._spill_stuck_records()
+            try:
+                self._guard_pass()
+            except Exception:  # the guard must outlive one failed spill
+                log.exception("prediction log: stall guard pass failed")
+
+    def _guard_pass(self) -> None:
+        if self._stalled():
+            self._spill_stuck_records()
+        elif not self.counters.store_up:
+            self._spill_buffer()
+        else:
+            self._spill_overflow()
 
     def _spill_stuck_records(self) -> None:
         """Spill the batch the stuck writer holds (inserts are idempotent, so it may also land
@@ -348,11 +394,7 @@ class PredictionLog:
         if inflight and not self._inflight_spilled:
             self._inflight_spilled = True
             self._spill(inflight)
-        with self._lock:
-            rest = list(self._buffer)
-            self._buffer.clear()
-        if rest:
-            self._spill(rest)
+        self._spill_buffer()
 
     def _ensure_tables(self) -> None:
         assert self._engine is not None
@@ -380,15 +422,20 @@ class PredictionLog:
 
     # -- spill files ---------------------------------------------------------------------------
     def _spill(self, records: Sequence[PredictionRecord]) -> None:
-        path = (
-            self.spill_dir / f"spill-{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.jsonl"
-        )
+        """One spill file, complete or absent: written under a temporary name, then renamed."""
+        name = f"spill-{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.jsonl"
+        path = self.spill_dir / name
+        partial = path.with_name(name + WRITING_SUFFIX)
         try:
-            with path.open("w", encoding="utf-8") as f:
+            with partial.open("w", encoding="utf-8") as f:
                 f.writelines(r.to_json() + "\n" for r in records)
                 f.flush()
                 os.fsync(f.fileno())
+            partial.replace(path)
+            _fsync_directory(self.spill_dir)  # the rename itself survives a power loss too
         except OSError as exc:
+            with suppress(OSError):
+                partial.unlink()
             self.counters.dropped += len(records)
             self._forget(records)
             log.error("prediction log: %d records dropped, spill failed: %s", len(records), exc)
@@ -396,29 +443,91 @@ class PredictionLog:
         self.counters.spilled += len(records)
 
     def spill_files(self) -> list[Path]:
-        return sorted(self.spill_dir.glob("spill-*.jsonl"))
+        """Spill files not replayed yet (some perhaps being replayed), oldest first."""
+        return sorted(self.spill_dir.glob(SPILL_GLOB))
+
+    def _unclaimed_spill_files(self) -> list[Path]:
+        return [path for path in self.spill_files() if not path.name.endswith(CLAIMED_SUFFIX)]
 
     def _replay_spill_files(self) -> None:
-        """Replay every spill file, oldest first. New records wait in memory meanwhile (bounded
-        by the buffer, which spills): replaying one file per pass instead left 3,000 records
-        unreplayed 8 s after a short outage in the fault test."""
-        for path in self.spill_files():
-            try:
-                records = [
-                    PredictionRecord.from_json(line)
-                    for line in path.read_text().splitlines()
-                    if line
-                ]
-            except (OSError, ValueError) as exc:
-                log.error("prediction log: cannot read spill file %s: %s", path, exc)
-                path.rename(path.with_suffix(".unreadable"))
-                continue
-            for start in range(0, len(records), self.flush_rows):
-                if not self._write(records[start : start + self.flush_rows]):
-                    return  # store went down again; the file stays for the next try
-            path.unlink()
-            self.counters.replayed += len(records)
-            log.info("prediction log: replayed %d spilled records from %s", len(records), path.name)
+        """Replay every spill file, oldest first, writing new records between batches so that
+        they do not wait in memory for the whole replay. Workers may share the spill folder:
+        each file is claimed (renamed) before it is read, and one claimed by another is skipped."""
+        self._release_stale_claims()
+        for path in self._unclaimed_spill_files():
+            claimed = _claim(path)
+            if claimed is not None and not self._replay(claimed, path):
+                return  # store went down again; the file is back for the next try
+
+    def _replay(self, claimed: Path, path: Path) -> bool:
+        """Write one claimed spill file; False (and the file released) if the store fails."""
+        try:
+            records = [
+                PredictionRecord.from_json(line)
+                for line in claimed.read_text().splitlines()
+                if line
+            ]
+        except FileNotFoundError:  # released as stale and taken by another worker meanwhile
+            return True
+        except (OSError, ValueError) as exc:
+            log.error("prediction log: cannot read spill file %s: %s", path.name, exc)
+            _rename_if_present(claimed, path.with_suffix(".unreadable"))
+            return True
+        for start in range(0, len(records), self.flush_rows):
+            if not self._write(records[start : start + self.flush_rows]):
+                _rename_if_present(claimed, path)
+                return False
+            _touch_if_present(claimed)  # a live claim, not a dead replayer's
+            self._flush_buffer()
+            if not self.counters.store_up:
+                _rename_if_present(claimed, path)
+                return False
+        self.counters.replayed += len(records)  # before the file goes: watchers see both
+        with suppress(FileNotFoundError):
+            claimed.unlink()
+        log.info("prediction log: replayed %d spilled records from %s", len(records), path.name)
+        return True
+
+    def _release_stale_claims(self) -> None:
+        cutoff = time.time() - STALE_CLAIM_S
+        for claimed in self.spill_dir.glob("spill-*" + CLAIMED_SUFFIX):
+            with suppress(FileNotFoundError):
+                if claimed.stat().st_mtime < cutoff:
+                    log.warning("prediction log: replaying abandoned %s again", claimed.name)
+                    _rename_if_present(claimed, _unclaimed_name(claimed))
+
+
+def _claim(path: Path) -> Path | None:
+    """Take a spill file for replay by renaming it (atomic): None if another worker has it."""
+    claimed = path.with_name(path.name.removesuffix(".jsonl") + CLAIMED_SUFFIX)
+    try:
+        path.rename(claimed)
+    except FileNotFoundError:
+        return None
+    _touch_if_present(claimed)  # the claim's age, for _release_stale_claims
+    return claimed
+
+
+def _unclaimed_name(claimed: Path) -> Path:
+    return claimed.with_name(claimed.name.removesuffix(CLAIMED_SUFFIX) + ".jsonl")
+
+
+def _rename_if_present(source: Path, target: Path) -> None:
+    with suppress(FileNotFoundError):
+        source.replace(target)
+
+
+def _touch_if_present(path: Path) -> None:
+    with suppress(FileNotFoundError):
+        path.touch()
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:

@@ -20,20 +20,27 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-NOT_BLANK = r"\S"  # at least one non-whitespace character (pydantic patterns search)
+BLANK_PROBLEM = "is empty or whitespace; send the text to classify"
 # NUL never belongs in natural text, and PostgreSQL refuses it in a text column: a record with
 # one would fail its whole batch in the prediction log. (Lone surrogates, the other unstorable
 # strings, are refused by the JSON parsers already: pydantic for /predict, orjson for /invocations.)
 NUL_PROBLEM = "contains NUL characters (\\u0000); remove them"
+# As serving.prediction_log.new_request_id issues them (uuid4().hex).
+REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
+REQUEST_ID_LENGTH = 32
 
 
-def storable_text_problem(text: str) -> str | None:
-    """What keeps ``text`` out of the prediction log, or None."""
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be classified and logged, or None: the one rule of every endpoint.
+    Blank is what ``str.strip`` removes, which includes the ASCII separators U+001C-U+001F that
+    a regex ``\\s`` does not."""
+    if not text.strip():
+        return BLANK_PROBLEM
     return NUL_PROBLEM if "\x00" in text else None
 
 
-def _storable(text: str) -> str:
-    problem = storable_text_problem(text)
+def _classifiable(text: str) -> str:
+    problem = text_problem(text)
     if problem:
         raise ValueError(problem)
     return text
@@ -49,11 +56,10 @@ def request_models(
         Field(
             min_length=1,
             max_length=max_text_chars,
-            pattern=NOT_BLANK,
             description=f"Text to classify: not blank, no NUL, at most {max_text_chars} "
             "characters.",
         ),
-        AfterValidator(_storable),
+        AfterValidator(_classifiable),
     ]
     predict = create_model(
         "PredictRequest",
@@ -85,7 +91,9 @@ def request_models(
 
 class FeedbackRequest(Strict):
     request_id: StrictStr = Field(
-        min_length=1, description="request_id of a prediction this API returned."
+        max_length=REQUEST_ID_LENGTH,
+        pattern=REQUEST_ID_PATTERN,
+        description="request_id of a prediction this API returned: 32 lowercase hex characters.",
     )
     label: StrictStr = Field(
         min_length=1, description="The true label: one of the served model's classes."

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from training.train import TrainingResult
 
 pytestmark = pytest.mark.integration
 JSON = {"content-type": "application/json"}
+HEX_ID = "send the 32 lowercase hex characters a prediction returned as request_id"
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +138,9 @@ def test_feedback(api: ApiServer, registry: Registry) -> None:
         assert stored.status_code == 200
         again = client.post("/feedback", json={"request_id": request_id, "label": "positive"})
         assert again.status_code == 409 and "already" in again.json()["detail"]
-        unknown = client.post("/feedback", json={"request_id": "no-such-id", "label": "positive"})
-        assert unknown.status_code == 404 and "no-such-id" in unknown.json()["detail"]
+        never_issued = "0" * 32
+        unknown = client.post("/feedback", json={"request_id": never_issued, "label": "positive"})
+        assert unknown.status_code == 404 and never_issued in unknown.json()["detail"]
         bad_label = client.post("/feedback", json={"request_id": request_id, "label": "meh"})
         assert (
             bad_label.status_code == 422
@@ -213,6 +216,33 @@ BAD_INPUTS = [
     ),
     ("/feedback", b'{"request_id": "x", "label": false}', JSON, 422, "body.label"),
     ("/feedback", b'{"request_id": null, "label": "positive"}', JSON, 422, "body.request_id"),
+    # request ids are what /predict issues (32 hex characters): anything else is the client's
+    # mistake (422), not a store failure (503) or a 404 that echoes megabytes back
+    ("/feedback", b'{"request_id": "ab\\u0000cd", "label": "positive"}', JSON, 422, HEX_ID),
+    (
+        "/feedback",
+        b'{"request_id": "' + b"a" * 15_000 + b'", "label": "positive"}',
+        JSON,
+        422,
+        HEX_ID,
+    ),
+    ("/feedback", b'{"request_id": "no-such-id", "label": "positive"}', JSON, 422, HEX_ID),
+    ("/feedback", b'{"request_id": "", "label": "positive"}', JSON, 422, HEX_ID),
+    ("/feedback", b'{"request_id": "' + b"0" * 32 + b'", "label": ""}', JSON, 422, "true label"),
+    # one blank rule for every endpoint: U+001C is whitespace to str.strip, not to regex \\s
+    ("/predict", b'{"text": "\\u001c"}', JSON, 422, "empty or whitespace"),
+    ("/predict/batch", b'{"texts": ["fine", "\\u001f "]}', JSON, 422, "empty or whitespace"),
+    ("/invocations", b'{"instances": ["\\u001c"]}', JSON, 422, "empty or whitespace"),
+    # JSON media types as FastAPI parses them: any case, +json suffix; a bad body is a 422
+    ("/predict", b'{"text": ""}', {"content-type": "Application/JSON"}, 422, "empty"),
+    ("/predict", b'{"text": ""}', {"content-type": "application/vnd.api+json"}, 422, "empty"),
+    (
+        "/predict",
+        b'{"text": ""}',
+        {"content-type": "application/jsonx"},
+        415,
+        "got application/jsonx",
+    ),
     ("/predict", b'{"text": "a"}', {"content-type": "text/plain"}, 415, "got text/plain"),
     ("/predict", b'{"text": "a"}', {}, 415, "got none"),
     (
@@ -294,14 +324,49 @@ def test_duplicate_feedback_sent_at_once_is_stored_once(api: ApiServer) -> None:
     assert asyncio.run(send_both()) == [200, 409, 409, 409, 409]
 
 
-def test_after_all_the_hostile_input_no_5xx_and_the_server_still_works(api: ApiServer) -> None:
-    # named to run after the tables above (pytest keeps file order)
+def test_hostile_input_gets_no_5xx_and_the_server_still_works(api: ApiServer) -> None:
+    for path, body, headers, *_ in BAD_INPUTS:  # sent here too: -k or a lone run checks them
+        httpx.post(f"{api.url}{path}", content=body, headers=headers)
+    served = 0
     for series, count in api.scrape().items():
         if series.startswith("emotitrack_http_requests_total{"):
             assert 'status="5' not in series or count == 0, series
+            served += int(count)
+    assert served >= len(BAD_INPUTS)  # the metrics did see them
     assert httpx.get(f"{api.url}/health").json() == {"status": "ok"}
     answer = httpx.post(f"{api.url}/predict", json={"text": "A wonderful film."})
     assert answer.status_code == 200 and answer.json()["sentiment"] == "positive"
+
+
+def test_hashing_and_describing_big_batches_does_not_stall_the_event_loop(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Without stored texts every text is hashed and described; 400 texts of 20,000
+    characters take seconds, which /health must not wait for."""
+    api = start_api(
+        registry.tracking_uri,
+        tmp_path,
+        store_text="false",
+        max_batch_texts="400",
+        max_body_bytes="10000000",
+    )
+    texts = [f"review {i}: " + "a truly wonderful and moving film " * 580 for i in range(400)]
+    answer: list[httpx.Response] = []
+    sender = threading.Thread(
+        target=lambda: answer.append(
+            httpx.post(f"{api.url}/predict/batch", json={"texts": texts}, timeout=120)
+        )
+    )
+    slowest = 0.0
+    sender.start()
+    while sender.is_alive():
+        started = time.perf_counter()
+        assert httpx.get(f"{api.url}/health", timeout=60).status_code == 200
+        slowest = max(slowest, time.perf_counter() - started)
+        time.sleep(0.02)
+    assert answer[0].status_code == 200, answer[0].text
+    api.terminate()
+    assert slowest < 1.0, f"/health took {slowest:.2f} s during the batch"
 
 
 def test_admin_reload_needs_the_token(api: ApiServer) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,14 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from serving.prediction_log import PredictionLog, PredictionReader, PredictionRecord, new_request_id
+from serving.prediction_log import (
+    PredictionLog,
+    PredictionReader,
+    PredictionRecord,
+    create_store_engine,
+    new_request_id,
+    redacted_url,
+)
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:9/nothing"  # port 9 (discard): connection refused
 
@@ -89,13 +98,157 @@ def test_replaying_twice_does_not_duplicate(tmp_path: Path) -> None:
     assert len(PredictionReader(url).read()) == 5
 
 
+def wait_for(check: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return check()
+
+
 def test_a_full_buffer_spills_instead_of_growing(tmp_path: Path) -> None:
-    log = PredictionLog(UNREACHABLE, tmp_path / "spill", flush_interval_s=60, buffer_rows=10)
+    # The store answers, but slower than records come (here: the writer waits on a lock), so
+    # the records past the buffer's size must go to disk without waiting for the writer.
+    url = f"sqlite:///{tmp_path / 'log.db'}?timeout=30"
+    log = PredictionLog(url, tmp_path / "spill", flush_interval_s=0.05, buffer_rows=10)
     log.start()
-    log.submit([record(i) for i in range(25)])
-    assert log.queue_depth() == 10 and log.counters.spilled == 15
+    blocker = sa.create_engine(url).raw_connection()
+    blocker.execute("BEGIN EXCLUSIVE")
+    records = [record(i) for i in range(30)]
+    log.submit(records[:5])
+    assert wait_for(lambda: log.queue_depth() == 0)  # the writer holds them, waiting
+    log.submit(records[5:])
+    assert wait_for(lambda: log.counters.spilled == 15)
+    assert log.queue_depth() == 10
+    blocker.rollback()
+    blocker.close()
     log.close()
-    assert log.counters.spilled == 25
+    assert sorted(PredictionReader(url).read()["request_id"]) == sorted(
+        r.request_id for r in records
+    )
+
+
+def test_records_for_a_store_that_is_down_reach_disk_within_a_flush_interval(
+    tmp_path: Path,
+) -> None:
+    log = PredictionLog(UNREACHABLE, tmp_path / "spill", flush_interval_s=0.1, flush_rows=5)
+    log.start()
+    log.submit([record(i) for i in range(200)])  # forty batches
+    assert wait_for(lambda: log.counters.spilled == 200, timeout=1.0)
+    assert log.queue_depth() == 0
+    log.close()
+
+
+def ids_on_disk(url: str, spill_dir: Path) -> set[str]:
+    """Every record a SIGKILL now would not lose: in the store or in a spill file."""
+    for _ in range(20):  # a file may be renamed while we read (claimed for a replay)
+        try:
+            ids = set(PredictionReader(url).read()["request_id"])
+            for path in spill_dir.iterdir():
+                for line in path.read_text().splitlines():
+                    with suppress(ValueError, KeyError):
+                        ids.add(PredictionRecord.from_json(line).request_id)
+            return ids
+        except FileNotFoundError:
+            continue
+    raise AssertionError("spill folder kept changing")
+
+
+def test_a_slowly_failing_store_loses_at_most_about_one_flush_interval_on_sigkill(
+    tmp_path: Path,
+) -> None:
+    """A store that fails each write after 0.4 s (under the 5 s stall guard), under steady
+    traffic: at any moment, what is only in memory (what a SIGKILL loses) must be recent."""
+    url = f"sqlite:///{tmp_path / 'log.db'}?timeout=0.4"
+    spill = tmp_path / "spill"
+    log = PredictionLog(url, spill, flush_interval_s=0.1, flush_rows=50)
+    log.start()
+    blocker = sa.create_engine(url).raw_connection()
+    blocker.execute("BEGIN EXCLUSIVE")  # reads still work (WAL); every write times out
+    submitted: list[tuple[float, str]] = []
+    worst_age = 0.0
+    started = time.monotonic()
+    while time.monotonic() - started < 4:
+        batch = [record(i) for i in range(10)]
+        log.submit(batch)
+        submitted.extend((time.monotonic(), r.request_id) for r in batch)
+        time.sleep(0.02)
+        if len(submitted) % 500 == 0:  # every ~1 s: what would a SIGKILL lose now?
+            now = time.monotonic()
+            on_disk = ids_on_disk(url, spill)
+            ages = [now - at for at, request_id in submitted if request_id not in on_disk]
+            worst_age = max([worst_age, *ages])
+    blocker.rollback()
+    blocker.close()
+    # one flush interval, plus one failing write, plus slack for a busy machine
+    assert worst_age < 1.5, f"records {worst_age:.1f} s old were only in memory"
+    assert wait_for(lambda: not log.spill_files(), timeout=20)
+    log.close()
+    assert sorted(PredictionReader(url).read()["request_id"]) == sorted(i for _, i in submitted)
+
+
+def test_workers_sharing_a_spill_folder_replay_each_record_once_and_keep_writing(
+    tmp_path: Path,
+) -> None:
+    spill = tmp_path / "spill"
+    down = PredictionLog(UNREACHABLE, spill, flush_interval_s=0.01)
+    down.start()
+    spilled = [record(i) for i in range(600)]
+    for i in range(0, 600, 3):  # many small spill files
+        down.submit(spilled[i : i + 3])
+        time.sleep(0.005)
+    down.close()
+    assert len(down.spill_files()) > 20
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    workers = [PredictionLog(url, spill, flush_interval_s=0.02) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    assert wait_for(lambda: not workers[0].spill_files(), timeout=30)
+    # every writer thread survived the others taking files from under it
+    later = [record(i) for i in range(3)]
+    for worker, one in zip(workers, later, strict=True):
+        worker.submit([one])
+    assert wait_for(
+        lambda: all(w.counters.written >= 1 and not w.counters.pending_ids for w in workers)
+    )
+    reader = PredictionReader(url)
+    for worker in workers:
+        worker.close()
+    assert sorted(reader.read()["request_id"]) == sorted(r.request_id for r in spilled + later)
+    assert not list(spill.iterdir())  # nothing unreadable, nothing left claimed
+
+
+def test_a_replaying_worker_never_loses_a_file_another_is_still_writing(tmp_path: Path) -> None:
+    """One worker spills (its store is down) while another, sharing the folder, replays."""
+    spill = tmp_path / "spill"
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    replayer = PredictionLog(url, spill, flush_interval_s=0.001)
+    replayer.start()
+    down = PredictionLog(UNREACHABLE, spill, flush_interval_s=0.005)
+    down.start()
+    records = [record(i) for i in range(6000)]
+    for i in range(0, 6000, 200):  # big batches: a file takes a while to write
+        down.submit(records[i : i + 200])
+        time.sleep(0.01)
+    down.close()
+    assert wait_for(lambda: not replayer.spill_files(), timeout=30)
+    replayer.close()
+    assert not list(spill.iterdir())  # nothing set aside as unreadable
+    assert sorted(PredictionReader(url).read()["request_id"]) == sorted(
+        r.request_id for r in records
+    )
+
+
+def test_a_heroku_style_postgres_url_is_accepted(tmp_path: Path) -> None:
+    # Heroku's DATABASE_URL says postgres://, a scheme SQLAlchemy 2 refuses.
+    url = "postgres://nobody:secret@127.0.0.1:9/nothing"
+    assert create_store_engine(url).dialect.name == "postgresql"
+    assert "secret" not in redacted_url(url)
+    log = PredictionLog(url, tmp_path / "spill", flush_interval_s=0.05)
+    log.start()  # the store is unreachable, not the URL refused
+    log.submit([record(1)])
+    log.close()
+    assert log.counters.spilled == 1 and not log.counters.store_up
 
 
 def test_reader_windows_and_versions(tmp_path: Path) -> None:
