@@ -1,16 +1,34 @@
 """``emotitrack monitor``: one drift report. Exit codes a scheduler can use: 0 done (no drift, or
-drift without --fail-on-drift), 3 drift found with --fail-on-drift, 2 cannot run."""
+drift without --fail-on-drift), 2 cannot run (nothing written), 3 drift found with
+--fail-on-drift, 4 report written but not logged to MLflow, 5 report written and logged but the
+Pushgateway push failed. 4 and 5 outrank 3: the verdict line is printed all the same."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from monitoring.settings import MonitoringSettings
+from training.cli import parse_bool
+
+if TYPE_CHECKING:
+    from monitoring.drift import DriftSummary
 
 EXIT_CANNOT_RUN = 2
 EXIT_DRIFT = 3
+EXIT_NOT_LOGGED = 4
+EXIT_NOT_PUSHED = 5
+# settings field -> the option that sets it, to name the option in an error
+OPTION_OF = {
+    "model_uri": "--model-uri",
+    "window_hours": "--window-hours",
+    "min_window_rows": "--min-rows",
+    "reports_dir": "--reports-dir",
+}
 
 
 def add_monitor_command(commands: argparse._SubParsersAction) -> None:
@@ -44,7 +62,12 @@ def add_monitor_command(commands: argparse._SubParsersAction) -> None:
         "--reports-dir", type=Path, default=settings.reports_dir, help="output folder"
     )
     monitor.add_argument(
-        "--fail-on-drift", action="store_true", help=f"exit {EXIT_DRIFT} when drift is found"
+        "--fail-on-drift",
+        nargs="?",
+        const=True,
+        default=False,
+        type=parse_bool,  # a value too: MLproject always passes one (`--fail-on-drift false`)
+        help=f"exit {EXIT_DRIFT} when drift is found",
     )
     monitor.add_argument(
         "--retrain-on-drift",
@@ -56,21 +79,51 @@ def add_monitor_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _monitor(args: argparse.Namespace, _training_settings: object) -> int:
-    from monitoring.job import MonitoringError, run_monitoring
+    from monitoring.job import DeliveryError, MonitoringError, run_monitoring
 
-    settings = MonitoringSettings().model_copy(
-        update={
-            "model_uri": args.model_uri,
-            "window_hours": args.window_hours,
-            "min_window_rows": args.min_rows,
-            "reports_dir": args.reports_dir,
-        }
-    )
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        print(f"error: {_invalid_options(exc)}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    undelivered: DeliveryError | None = None
     try:
         summary = run_monitoring(settings, last=args.last, all_versions=args.all_versions)
     except MonitoringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    except DeliveryError as exc:  # the report exists: its verdict still counts
+        summary, undelivered = exc.summary, exc
+    _print_verdict(summary, settings)
+    if summary.dataset_drift and args.retrain_on_drift:
+        _retrain(settings, summary.report_html)
+    if undelivered is not None:
+        print(f"error: {undelivered}", file=sys.stderr)
+        return EXIT_NOT_PUSHED if summary.mlflow_run_id else EXIT_NOT_LOGGED
+    return EXIT_DRIFT if summary.dataset_drift and args.fail_on_drift else 0
+
+
+def _settings(args: argparse.Namespace) -> MonitoringSettings:
+    """The environment's settings with the options on top, validated as the environment's are
+    (``model_copy(update=...)`` would let ``--min-rows 0`` past the bounds)."""
+    options = {
+        "model_uri": args.model_uri,
+        "window_hours": args.window_hours,
+        "min_window_rows": args.min_rows,
+        "reports_dir": args.reports_dir,
+    }
+    return MonitoringSettings.model_validate(MonitoringSettings().model_dump() | options)
+
+
+def _invalid_options(exc: ValidationError) -> str:
+    """One line: each bad option, its value, and what is wrong with it."""
+    return "; ".join(
+        f"{OPTION_OF.get(str(error['loc'][0]), error['loc'][0])} {error['input']}: {error['msg']}"
+        for error in exc.errors()
+    )
+
+
+def _print_verdict(summary: DriftSummary, settings: MonitoringSettings) -> None:
     verdict = "DRIFT" if summary.dataset_drift else "no drift"
     drifted = [name for name, c in summary.columns.items() if c.drifted]
     skipped = "".join(f"; {name} drift {why}" for name, why in summary.skipped_columns.items())
@@ -78,12 +131,9 @@ def _monitor(args: argparse.Namespace, _training_settings: object) -> int:
         f"{verdict}: {summary.drifted_columns} of {len(summary.columns)} columns drifted "
         f"({', '.join(drifted) or 'none'}); {summary.counts['current']} predictions of "
         f"{summary.model['name']} v{summary.model['version']}; report {summary.report_html}; "
-        f"index {settings.reports_dir / 'index.html'}; MLflow run {summary.mlflow_run_id}"
-        f"{skipped}"
+        f"index {settings.reports_dir / 'index.html'}; "
+        f"MLflow run {summary.mlflow_run_id or 'none'}{skipped}"
     )
-    if summary.dataset_drift and args.retrain_on_drift:
-        _retrain(settings, summary.report_html)
-    return EXIT_DRIFT if summary.dataset_drift and args.fail_on_drift else 0
 
 
 def _retrain(settings: MonitoringSettings, report: str) -> None:

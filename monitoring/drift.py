@@ -15,6 +15,7 @@ from evidently import (
     Report,
 )
 from evidently.core.report import Snapshot
+from evidently.legacy.tests.base_test import TestStatus
 from evidently.presets import ClassificationPreset, DataDriftPreset
 
 from serving.descriptors import DESCRIPTOR_COLUMNS
@@ -57,7 +58,6 @@ class DriftSummary:
     skipped_columns: dict[str, str] = field(default_factory=dict)  # column -> why
     schema_version: int = SCHEMA_VERSION
     mlflow_run_id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +76,8 @@ def run_report(
         numerical_columns=NUMERICAL_COLUMNS,
         categorical_columns=CATEGORICAL_COLUMNS,
     )
-    report = Report([DataDriftPreset(columns=columns, drift_share=drift_share)])
+    # include_tests: Evidently's per-column drift verdicts, which column_drifts reads
+    report = Report([DataDriftPreset(columns=columns, drift_share=drift_share)], include_tests=True)
     return report.run(
         reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
         current_data=Dataset.from_pandas(current[columns], data_definition=definition),
@@ -84,9 +85,12 @@ def run_report(
 
 
 def column_drifts(snapshot: Snapshot) -> dict[str, ColumnDrift]:
-    """Per-column test, score, threshold and verdict out of the snapshot."""
+    """Per-column test, score, threshold and verdict out of the snapshot. The verdict is
+    Evidently's own, the one DriftedColumnsCount counts."""
+    result = snapshot.dict()
+    verdicts = _drift_verdicts(result["tests"])
     drifts = {}
-    for metric in snapshot.dict()["metrics"]:
+    for metric in result["metrics"]:
         config = metric["config"]
         if not config["type"].endswith("ValueDrift"):
             continue
@@ -95,10 +99,29 @@ def column_drifts(snapshot: Snapshot) -> dict[str, ColumnDrift]:
             float(config["threshold"]),
             float(metric["value"]),
         )
-        # p-values drift when small; distances and classifier scores when large.
-        drifted = score < threshold if "p_value" in method else score >= threshold
+        drifted = verdicts.get(metric["id"])
+        if drifted is None:  # a report run without tests (as the benchmarks' variants)
+            drifted = _threshold_rule(method, score, threshold)
         drifts[config["column"]] = ColumnDrift(method, score, threshold, drifted)
     return drifts
+
+
+def _drift_verdicts(tests: list[dict[str, Any]]) -> dict[str, bool]:
+    """Metric id -> drift detected, from Evidently's ValueDrift tests (a failed test is drift)."""
+    return {
+        test["metric_config"]["metric_id"]: test["status"] == TestStatus.FAIL
+        for test in tests
+        if test["id"] == "drift"
+    }
+
+
+def _threshold_rule(method: str, score: float, threshold: float) -> bool:
+    """Evidently's verdict re-derived from score and threshold, where they say it all."""
+    if method.startswith("Percentile"):
+        # its threshold sets a bootstrap percentile of random classifiers, not a score cutoff
+        raise ValueError(f"{method}: no verdict without the report's tests (include_tests=True)")
+    # p-values drift when small; distances and classifier scores when large.
+    return score < threshold if "p_value" in method else score >= threshold
 
 
 def drifted_share(snapshot: Snapshot) -> tuple[int, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -38,7 +39,16 @@ QUALITY_FILE = "quality.html"
 
 
 class MonitoringError(RuntimeError):
-    """The job cannot run; the message names the problem."""
+    """The job cannot run and wrote nothing; the message names the problem."""
+
+
+class DeliveryError(RuntimeError):
+    """The report is written, but logging it to MLflow or pushing its figures failed; the
+    message names what failed, ``summary`` holds the verdict (no ``mlflow_run_id``: not logged)."""
+
+    def __init__(self, message: str, summary: DriftSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass(frozen=True)
@@ -94,21 +104,36 @@ def run_monitoring(
         with step(f"Evidently quality report on {summary.counts['feedback']} feedback labels"):
             classes = sorted(set(reference["true_label"]) | set(reference["predicted_label"]))
             quality = run_quality_report(reference, current.dropna(subset=["true_label"]), classes)
-    out = _write_report(snapshot, quality, summary, settings.reports_dir, now)
+    try:
+        out = _write_report(snapshot, quality, summary, settings.reports_dir, now)
+    except OSError as exc:  # the staging folder is gone again: still nothing written
+        raise MonitoringError(f"cannot write the report in {settings.reports_dir}: {exc}") from exc
     summary.report_html = str(out / REPORT_FILE)
     if quality is not None:
         summary.quality["report_html"] = str(out / QUALITY_FILE)
-    summary.mlflow_run_id = _log_to_mlflow(summary, out, settings)
+    # From here on the report exists: a failed destination is reported after the others ran.
+    failures = []
+    try:
+        summary.mlflow_run_id = _log_to_mlflow(summary, out, settings)
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        failures.append(f"logging to MLflow at {settings.tracking_uri} failed ({_first_line(exc)})")
     (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     write_index(settings.reports_dir)
     if settings.pushgateway_url:
         try:
             push_to_prometheus(summary, settings.pushgateway_url)
         except OSError as exc:
-            raise MonitoringError(
-                f"Pushgateway {settings.pushgateway_url} unreachable ({exc}); the report is in {out}"
-            ) from exc
+            failures.append(f"Pushgateway {settings.pushgateway_url} unreachable ({exc})")
+    if failures:
+        raise DeliveryError(f"{'; '.join(failures)}; the report is in {out}", summary)
     return summary
+
+
+def _first_line(exc: Exception) -> str:
+    """The exception's type and first line: MLflow's messages can run to a stack of their own."""
+    text = exc.message if isinstance(exc, mlflow.exceptions.MlflowException) else str(exc)
+    lines = str(text).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _sample(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -159,7 +184,10 @@ def _current(settings: MonitoringSettings, window: Window, version: str | None) 
 
 
 def _pipeline(ref: ModelRef) -> Pipeline:
-    model = mlflow.pyfunc.load_model(ref.load_uri)
+    try:
+        model = mlflow.pyfunc.load_model(ref.load_uri)
+    except (OSError, mlflow.exceptions.MlflowException) as exc:
+        raise MonitoringError(f"cannot load {ref.load_uri}: {_first_line(exc)}") from exc
     pipeline: Pipeline = model.unwrap_python_model().pipeline
     return pipeline
 
@@ -239,7 +267,9 @@ def _write_report(
 
 
 def _log_to_mlflow(summary: DriftSummary, out: Path, settings: MonitoringSettings) -> str:
-    mlflow.set_experiment(settings.monitoring_experiment)
+    # Under `mlflow run` the run (and its experiment) already exists: MLFLOW_RUN_ID names it.
+    if "MLFLOW_RUN_ID" not in os.environ:
+        mlflow.set_experiment(settings.monitoring_experiment)
     with mlflow.start_run(run_name=f"drift {summary.window['end']}") as run:
         mlflow.set_tags(
             {"model_name": summary.model["name"], "model_version": summary.model["version"]}

@@ -236,18 +236,117 @@ def test_retrain_on_drift_trains_and_promotes_through_the_gate(
     assert sorted(int(v.version) for v in versions) == [1, 2]
 
 
-def test_an_unreachable_pushgateway_is_one_line_and_exit_2(
+def test_an_unreachable_pushgateway_is_one_line_and_exit_5_after_the_report(
     registry: Registry, imdb_traffic: str, tmp_path: Path
 ) -> None:
+    """Not 2 ("cannot run, nothing written"): the report and its MLflow run exist."""
     gateway = "http://127.0.0.1:9"  # discard port: connection refused
     done = monitor(
         registry, imdb_traffic, tmp_path / "reports", env={"EMOTITRACK_PUSHGATEWAY_URL": gateway}
     )
-    assert done.returncode == 2
+    assert done.returncode == 5, done.stderr[-3000:]
+    assert done.stdout.startswith("no drift: ")
     assert (
         done.stderr.strip().splitlines()[-1].startswith(f"error: Pushgateway {gateway} unreachable")
     )
     assert "Traceback" not in done.stderr
+    summary = only_report(tmp_path / "reports")
+    assert mlflow.MlflowClient(registry.tracking_uri).get_run(summary["mlflow_run_id"])
+
+
+def test_a_failed_mlflow_logging_is_one_line_and_exit_4_after_the_report(
+    registry: Registry, imdb_traffic: str, tmp_path: Path
+) -> None:
+    client = mlflow.MlflowClient(registry.tracking_uri)
+    client.delete_experiment(client.create_experiment("deleted-monitoring"))
+    done = monitor(
+        registry,
+        imdb_traffic,
+        tmp_path / "reports",
+        env={"EMOTITRACK_MONITORING_EXPERIMENT": "deleted-monitoring"},
+    )
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert done.stdout.startswith("no drift: ") and "MLflow run none" in done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: logging to MLflow at {registry.tracking_uri} failed (")
+    assert "deleted experiment" in last and "Traceback" not in done.stderr
+    summary = only_report(tmp_path / "reports")  # on disk and in the index, not in MLflow
+    assert summary["mlflow_run_id"] == "" and summary["dataset_drift"] is False
+    assert "no drift" in (tmp_path / "reports" / "index.html").read_text()
+
+
+def test_an_unwritable_reports_folder_is_one_line_and_exit_2(
+    registry: Registry, imdb_traffic: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    runs_before = len(
+        mlflow.MlflowClient(registry.tracking_uri).search_runs(
+            [
+                e.experiment_id
+                for e in mlflow.MlflowClient(registry.tracking_uri).search_experiments()
+            ]
+        )
+    )
+    done = monitor(registry, imdb_traffic, tmp_path / "a-file" / "reports")
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write the report in {tmp_path / 'a-file' / 'reports'}: ")
+    assert "Traceback" not in done.stderr
+    client = mlflow.MlflowClient(registry.tracking_uri)
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == (
+        runs_before
+    )
+
+
+def mlflow_run_monitor(
+    registry: Registry, log_url: str, *params: str
+) -> subprocess.CompletedProcess[str]:
+    """The monitor entry point as `mlflow run . -e monitor --env-manager local` runs it, with
+    the MLproject's `python` the one running us (as with an activated virtualenv)."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "EMOTITRACK_PREDICTION_LOG_URL": log_url,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    command = [
+        sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
+        "-e", "monitor", "--experiment-name", "monitoring-mlproject", *params,
+    ]  # fmt: skip
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_mlflow_run_monitor_reports_into_the_run_it_started(
+    registry: Registry, product_traffic: str, tmp_path: Path
+) -> None:
+    client = mlflow.MlflowClient(registry.tracking_uri)
+    experiment = client.create_experiment(
+        "monitoring-mlproject", artifact_location=(tmp_path / "artifacts").as_uri()
+    )
+    # fail_on_drift: MLproject passes its default, "false": drift, yet the run succeeds
+    done = mlflow_run_monitor(registry, product_traffic, "-P", f"reports_dir={tmp_path / 'a'}")
+    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    summary = only_report(tmp_path / "a")
+    assert summary["dataset_drift"] is True
+    (run,) = client.search_runs([experiment])
+    assert run.info.run_id == summary["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.project.entryPoint"] == "monitor"
+    assert run.data.metrics["dataset_drift"] == 1 and run.data.params["fail_on_drift"] == "false"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "drift")] == [
+        "drift/report.html",
+        "drift/summary.json",
+    ]
+
+    failing = mlflow_run_monitor(
+        registry,
+        product_traffic,
+        "-P", f"reports_dir={tmp_path / 'b'}", "-P", "fail_on_drift=true",
+    )  # fmt: skip
+    assert failing.returncode != 0 and "DRIFT: " in failing.stdout  # exit 3 fails the run
+    assert only_report(tmp_path / "b")["dataset_drift"] is True
+    statuses = {r.info.run_id: r.info.status for r in client.search_runs([experiment])}
+    assert len(statuses) == 2 and statuses[run.info.run_id] == "FINISHED"
+    assert sorted(statuses.values()) == ["FAILED", "FINISHED"]
 
 
 def only_report(reports: Path) -> dict[str, Any]:
