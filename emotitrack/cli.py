@@ -1,13 +1,21 @@
-"""``emotitrack``: one command for every part (``train``, ``promote``, ``fetch-imdb``, ``demo``)."""
+"""``emotitrack``: one command for every part (``train``, ``search``, ``promote``, ``fetch-imdb``,
+``serve``, ``monitor``, ``demo``)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from monitoring.cli import add_monitor_command
 from serving.cli import add_serve_command
-from training.cli import add_commands, run_command
+from training.cli import (
+    add_commands,
+    report_invalid_settings,
+    run_command,
+    settings_from_environment,
+)
 from training.settings import TrainingSettings
 
 
@@ -45,6 +53,12 @@ def _demo(args: argparse.Namespace, settings: TrainingSettings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = TrainingSettings()
-    args = build_parser(settings).parse_args(argv)
+    settings = settings_from_environment()
+    if isinstance(settings, int):  # a bad EMOTITRACK_* variable, reported in one line
+        return settings
+    try:  # the serve and monitor options read their parts' settings for their defaults
+        parser = build_parser(settings)
+    except ValidationError as exc:
+        return report_invalid_settings(exc, from_environment=True)
+    args = parser.parse_args(argv)
     return run_command(args, settings)

@@ -159,6 +159,8 @@ def default_checks() -> list[Check]:
               "changing a number keeps the label"),
         Check("invariance_url", "same", _edited(lambda t: t + " https://example.com/review"), 0.95,
               "appending a URL keeps the label"),
+        # Holds by construction while the normaliser lower-cases; it is the check that fails
+        # the day a pipeline stops doing so (a cased vectorizer, another preprocessor).
         Check("invariance_case", "same", _edited(str.upper), 0.95,
               "UPPER CASE keeps the label"),
         Check("invariance_punctuation", "same", _edited(lambda t: t.rstrip(".") + "!!"), 0.95,

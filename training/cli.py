@@ -1,4 +1,4 @@
-"""Command line of the training part: ``train``, ``promote`` and ``fetch-imdb``.
+"""Command line of the training part: ``train``, ``search``, ``promote`` and ``fetch-imdb``.
 
 Exit codes: 0 done; 2 bad input (data, options, unknown version); 3 promotion refused by the
 gate; 4 tracking server or registry unreachable.
@@ -13,12 +13,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
 
 from training.data import DataError
 from training.model import Hyperparameters
 from training.presets import AUTO, PRESET_CHOICES, PRESETS, hyperparameters_for, resolve_preset
 from training.progress import configure_logging
-from training.registry import PromotionError, PromotionRefused
+from training.registry import GATE_METRICS, PromotionError, PromotionRefused
 from training.settings import TrainingSettings
 
 EXIT_BAD_INPUT = 2
@@ -36,7 +37,8 @@ HYPERPARAMETER_HELP = {
     "nb_scaling": "scale features by Naive-Bayes log-count ratios, NBSVM-style; binary only",
     "C": "inverse L2 regularisation strength of LogisticRegression",
     "class_weight": "none, or balanced (weights classes inversely to their frequency)",
-    "calibration_folds": "folds for temperature calibration of the probabilities (0 = off)",
+    "calibration_folds": "folds for temperature calibration of the probabilities (0 = off, "
+    "also with calibrate_on=validation)",
     "calibrate_on": "folds (out-of-fold logits of train) or validation (the validation split: "
     "for training texts unlike what the model scores, as SST-2's phrases)",
     "max_iter": "most solver iterations",
@@ -77,26 +79,31 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
     _add_data_options(train, settings)
     _add_split_options(train, settings)
     _add_hyperparameter_options(train)
-    train.add_argument("--promote", action="store_true", help="promote the new version afterwards")
-    train.add_argument(
-        "--gate", action="store_true", help="with --promote: only if it passes the gate"
-    )
+    _add_promote_options(train, "promote the new version afterwards")
     train.set_defaults(handler=_train)
 
     search = commands.add_parser(
         "search",
         help="cross-validated hyper-parameter search, one MLflow child run per candidate; the "
         "best is refitted, tested once and registered",
-        description="Search the grid around the preset (or the options given) with k-fold "
-        "cross-validation on the training split only. Compare the candidates in the MLflow UI "
-        "(select the child runs, Compare, parallel coordinates).",
+        description="Search a grid around the preset with k-fold cross-validation on the "
+        "training split only: two classes, n-gram length x negation marking x NB scaling x C; "
+        "more, n-gram length x character n-grams x class weights x C; C at 0.1, 0.3, 1 and 3 "
+        "times the preset's (or the given) C. A hyper-parameter given on the command line is "
+        "kept as given, not searched. Compare the candidates in the MLflow UI (select the child "
+        "runs, Compare, parallel coordinates).",
         formatter_class=fmt,
     )
     _add_data_options(search, settings)
     _add_split_options(search, settings)
-    search.add_argument("--folds", type=parse_int, default=3, help="cross-validation folds")
     search.add_argument(
-        "--max-candidates", type=parse_int, default=16, help="most candidates drawn from the grid"
+        "--folds", type=parse_int, default=3, help="cross-validation folds (at least 2)"
+    )
+    search.add_argument(
+        "--max-candidates",
+        type=parse_int,
+        default=16,
+        help="most candidates drawn from the grid (at least 1)",
     )
     search.add_argument(
         "--time-budget-min",
@@ -110,10 +117,7 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
         help="CV metric: accuracy, f1_macro, recall_macro; auto = accuracy for two classes, "
         "recall_macro (average recall) for more",
     )
-    search.add_argument("--promote", action="store_true", help="promote the best afterwards")
-    search.add_argument(
-        "--gate", action="store_true", help="with --promote: only if it passes the gate"
-    )
+    _add_promote_options(search, "promote the best afterwards")
     _add_hyperparameter_options(search)
     search.set_defaults(handler=_search)
 
@@ -125,7 +129,10 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
         formatter_class=fmt,
     )
     promote.add_argument("--model-name", default=settings.model_name, help="registered model")
-    promote.add_argument("--version", default=None, help="version to promote (default: newest)")
+    # SUPPRESS: the default help would add "(default: None)" after "(default: newest)"
+    promote.add_argument(
+        "--version", default=argparse.SUPPRESS, help="version to promote (default: newest)"
+    )
     promote.add_argument(
         "--gate",
         nargs="?",
@@ -139,7 +146,10 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
         "--tolerance", type=float, default=settings.gate_tolerance, help="gate tolerance"
     )
     promote.add_argument(
-        "--metric", default=settings.gate_metric, help="gate metric (accuracy, f1_macro)"
+        "--metric",
+        default=settings.gate_metric,
+        choices=GATE_METRICS,
+        help="gate metric, one where higher is better: " + ", ".join(GATE_METRICS),
     )
     promote.add_argument("--reason", default="", help="why: recorded on the version")
     promote.set_defaults(handler=_promote)
@@ -152,6 +162,15 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
     fetch.add_argument("source", help="path or URL of aclImdb_v1.tar.gz")
     fetch.add_argument("--out", type=Path, default=Path("data/imdb"), help="output folder")
     fetch.set_defaults(handler=_fetch_imdb)
+
+
+def _add_promote_options(parser: argparse.ArgumentParser, help_promote: str) -> None:
+    parser.add_argument("--promote", action="store_true", help=help_promote)
+    parser.add_argument(
+        "--gate",
+        action="store_true",
+        help="with --promote (an error without it): promote only if it passes the gate",
+    )
 
 
 def _add_hyperparameter_options(parser: argparse.ArgumentParser) -> None:
@@ -219,17 +238,23 @@ def parse_overrides(text: str) -> dict[str, object]:
     return overrides
 
 
-def chosen_hyperparameters(args: argparse.Namespace) -> tuple[str | None, Hyperparameters]:
-    """The preset named or detected, with the options given on the command line on top."""
-    preset = resolve_preset(args.preset, Path(args.data))
+def given_hyperparameters(args: argparse.Namespace) -> dict[str, object]:
+    """The hyper-parameters this command line sets (``--hyperparameters`` and one option each;
+    an empty value is not set): what overrides the preset, and what a search keeps fixed."""
     overrides = parse_overrides(getattr(args, "hyperparameters", ""))
     overrides |= {
         f.name: getattr(args, f.name)
         for f in fields(Hyperparameters)
         if getattr(args, f.name, None) is not None
     }
+    return overrides
+
+
+def chosen_hyperparameters(args: argparse.Namespace) -> tuple[str | None, Hyperparameters]:
+    """The preset named or detected, with the options given on the command line on top."""
+    preset = resolve_preset(args.preset, Path(args.data))
     try:
-        return preset, hyperparameters_for(preset, overrides)
+        return preset, hyperparameters_for(preset, given_hyperparameters(args))
     except ValueError as exc:
         raise DataError(f"hyper-parameters: {exc}") from None
 
@@ -262,10 +287,17 @@ def _add_split_options(parser: argparse.ArgumentParser, settings: TrainingSettin
     )
 
 
+def with_options(settings: TrainingSettings, options: dict[str, object]) -> TrainingSettings:
+    """``settings`` with ``options`` on top, validated like the environment's values
+    (``model_copy(update=...)`` would let ``--validation-fraction 0.8`` past the bounds)."""
+    return TrainingSettings.model_validate(settings.model_dump() | options)
+
+
 def _run_settings(args: argparse.Namespace, settings: TrainingSettings) -> TrainingSettings:
     """The settings with this command line's data, split and registry options on top."""
-    return settings.model_copy(
-        update={
+    return with_options(
+        settings,
+        {
             "data": args.data,
             "text_column": args.text_column,
             "label_column": args.label_column,
@@ -274,14 +306,21 @@ def _run_settings(args: argparse.Namespace, settings: TrainingSettings) -> Train
             "seed": args.seed,
             "validation_fraction": args.validation_fraction,
             "test_fraction": args.test_fraction,
-        }
+        },
     )
+
+
+def _check_gate_needs_promote(args: argparse.Namespace) -> None:
+    if args.gate and not args.promote:
+        # Silently ignoring it would let a user believe the gate had checked something.
+        raise DataError("--gate only applies with --promote: add --promote or drop --gate")
 
 
 def _train(args: argparse.Namespace, settings: TrainingSettings) -> int:
     from training.registry import promote
     from training.train import train
 
+    _check_gate_needs_promote(args)
     run_settings = _run_settings(args, settings)
     preset, hp = chosen_hyperparameters(args)
     print(f"hyper-parameters ({'preset ' + preset if preset else 'no preset'}): {hp.as_params()}")
@@ -300,15 +339,20 @@ def _search(args: argparse.Namespace, settings: TrainingSettings) -> int:
     from training.registry import promote
     from training.search import SearchOptions, search
 
+    _check_gate_needs_promote(args)
     run_settings = _run_settings(args, settings)
     _, base = chosen_hyperparameters(args)
-    options = SearchOptions(
-        folds=args.folds,
-        max_candidates=args.max_candidates,
-        time_budget_min=args.time_budget_min,
-        metric=args.metric,
-    )
-    result = search(run_settings, options, base)
+    try:
+        options = SearchOptions(
+            folds=args.folds,
+            max_candidates=args.max_candidates,
+            time_budget_min=args.time_budget_min,
+            metric=args.metric,
+        )
+    except ValueError as exc:
+        raise DataError(f"search options: {exc}") from None
+    pinned = frozenset(given_hyperparameters(args))
+    result = search(run_settings, options, base, pinned=pinned)
     print(
         f"search run {result.parent_run_id}: {result.evaluated} candidates, best cv "
         f"{result.metric} {result.best.mean:.4f} ({result.best.hp.as_params()}); test accuracy "
@@ -325,14 +369,16 @@ def _search(args: argparse.Namespace, settings: TrainingSettings) -> int:
 def _promote(args: argparse.Namespace, settings: TrainingSettings) -> int:
     from training.registry import promote
 
-    run_settings = settings.model_copy(
-        update={
+    run_settings = with_options(
+        settings,
+        {
             "model_name": args.model_name,
             "gate_tolerance": args.tolerance,
             "gate_metric": args.metric,
-        }
+        },
     )
-    done = promote(run_settings, args.version, gate=args.gate, reason=args.reason)
+    version = getattr(args, "version", None)
+    done = promote(run_settings, version, gate=args.gate, reason=args.reason)
     gate = f" ({done.gate.summary()})" if done.gate else ""
     print(
         f"models:/{done.name}@production is version {done.version} "
@@ -359,6 +405,8 @@ def run_command(args: argparse.Namespace, settings: TrainingSettings) -> int:
     except PromotionRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except ValidationError as exc:  # before DataError's ValueError kin: its own one-line form
+        return report_invalid_settings(exc)
     except (DataError, PromotionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -368,9 +416,31 @@ def run_command(args: argparse.Namespace, settings: TrainingSettings) -> int:
     return code
 
 
+def report_invalid_settings(exc: ValidationError, from_environment: bool = False) -> int:
+    """A pydantic validation error as one line (the setting, its value, what is wrong) and exit
+    code 2: a traceback would bury which value to fix."""
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"])
+        if from_environment:
+            name = f"EMOTITRACK_{name.upper()}"
+        problems.append(f"{name}={error['input']!r}: {error['msg']}")
+    print(f"error: invalid setting {'; '.join(problems)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def settings_from_environment() -> TrainingSettings | int:
+    """The settings from EMOTITRACK_* variables, or the exit code after reporting a bad one."""
+    try:
+        return TrainingSettings()
+    except ValidationError as exc:
+        return report_invalid_settings(exc, from_environment=True)
+
+
 def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m training", description="EmotiTrack training: train, promote, fetch data."
+        prog="python -m training",
+        description="EmotiTrack training: train, search, promote, fetch data.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -379,6 +449,8 @@ def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = TrainingSettings()
+    settings = settings_from_environment()
+    if isinstance(settings, int):
+        return settings
     args = build_parser(settings).parse_args(argv)
     return run_command(args, settings)

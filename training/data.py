@@ -6,16 +6,20 @@ whatever the source columns were called.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from mlflow.data.digest_utils import compute_pandas_digest
 from sklearn.model_selection import train_test_split
 
 TEXT = "text"
 LABEL = "label"
 SUPPORTED_SUFFIXES = (".parquet", ".csv")
+# The run artifact listing ``text_fingerprints`` of the training rows, one per line.
+TRAIN_FINGERPRINTS_ARTIFACT = "data/train_fingerprints.txt"
 # File stems recognised as splits in a data folder; anything else is pooled as unsplit data.
 SPLIT_ALIASES = {
     "train": "train",
@@ -154,9 +158,10 @@ def make_splits(
         validation = parts["validation"]
     else:
         train, validation = _stratified_split(train, validation_fraction, seed)
-    unknown = sorted(set(test[LABEL]) - set(train[LABEL]))
-    if unknown:
-        raise DataError(f"{data.source}: test labels {unknown} never occur in train")
+    for name, held_out in (("validation", validation), ("test", test)):
+        unknown = sorted(set(held_out[LABEL]) - set(train[LABEL]))
+        if unknown:
+            raise DataError(f"{data.source}: {name} labels {unknown} never occur in train")
     _check_trainable(train, data.source, min_rows)
     return Splits(
         train=train.reset_index(drop=True),
@@ -186,6 +191,19 @@ def _stratified_split(
     except ValueError as exc:  # e.g. fewer held-out rows than classes
         raise DataError(f"cannot split {len(frame)} rows {fraction:.0%}: {exc}") from exc
     return kept, held
+
+
+def splits_digest(splits: Splits) -> str:
+    """One digest of the three splits' contents (MLflow's dataset digest of each), logged as
+    the run's ``data_digest``: the gate checks with it that it rebuilt the same splits."""
+    digests = [compute_pandas_digest(f) for f in (splits.train, splits.validation, splits.test)]
+    return hashlib.sha256("-".join(digests).encode()).hexdigest()[:16]
+
+
+def text_fingerprints(texts: Iterable[str]) -> list[str]:
+    """A short SHA-256 of each text: what a run records of its training rows, so that a later
+    gate can tell which rows a model has seen without the run storing the texts."""
+    return [hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest()[:16] for t in texts]
 
 
 def data_report(splits: Splits) -> dict[str, object]:

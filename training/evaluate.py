@@ -32,7 +32,9 @@ def probability_matrix(predictions: pd.DataFrame, classes: list[str]) -> np.ndar
 
 
 def score(truth: pd.Series, predictions: pd.DataFrame, classes: list[str]) -> dict[str, float]:
-    """Accuracy, macro F1, per-class precision/recall, ROC AUC and log loss."""
+    """Accuracy, macro F1, macro recall (``recall_macro``: average recall), log loss, expected
+    calibration error (``ece``), ROC AUC (when the truth holds more than one class; for more
+    than two, all of them) and per-class precision/recall."""
     y_true = truth.to_numpy()
     y_pred = predictions["label"].to_numpy()
     proba = probability_matrix(predictions, classes)

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 _HTML_TAG = re.compile(r"<[^>]{0,200}>")
 _ESCAPED_UNICODE = re.compile(r"\\u([0-9a-fA-F]{4})")
-_URL = re.compile(r"(?:https?://|www\.)\S+")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)  # HTTPS://X.COM too
 _MENTION = re.compile(r"@\w+")
 _ELONGATION = re.compile(r"(\w)\1{2,}")
 _ANY_RUN = re.compile(r"(.)\1\1", re.DOTALL)
@@ -47,7 +47,8 @@ def normalize_text(text: str) -> str:
     if "<" in text:
         text = _HTML_TAG.sub(" ", text)
     text = html.unescape(text)
-    if "http" in text or "www." in text:
+    # Any case: "://" has none, and lower() costs ~1 µs per review where a regex scan costs ~20.
+    if "://" in text or "www." in text.lower():
         text = _URL.sub(" url ", text)
     if "@" in text:
         text = _MENTION.sub(" @user ", text)

@@ -71,6 +71,17 @@ class Hyperparameters:
             )
         if self.ngram_max < 1 or self.char_ngram_max not in (0, *range(2, 10)):
             raise ValueError("ngram_max must be >= 1 and char_ngram_max 0 (off) or 2-9")
+        # Checked here, not by scikit-learn mid-fit: a bad value then costs a failed MLflow run.
+        if self.max_features < 0:
+            raise ValueError(f"max_features must be 0 (no limit) or more, got {self.max_features}")
+        if self.min_df < 1:
+            raise ValueError(f"min_df must be at least 1, got {self.min_df}")
+        if not 0 < self.max_df <= 1:
+            raise ValueError(f"max_df must be above 0 and at most 1, got {self.max_df}")
+        if not self.C > 0:  # also refuses NaN
+            raise ValueError(f"C must be above 0, got {self.C}")
+        if self.max_iter < 1:
+            raise ValueError(f"max_iter must be at least 1, got {self.max_iter}")
         if self.calibration_folds == 1 or self.calibration_folds < 0:
             raise ValueError("calibration_folds must be 0 (off) or at least 2")
         if self.calibrate_on not in CALIBRATION_SETS:
@@ -83,6 +94,25 @@ class Hyperparameters:
 
     def updated(self, **changes: Any) -> Hyperparameters:
         return replace(self, **changes)
+
+
+def describe_model(hp: Hyperparameters) -> str:
+    """The model ``hp`` builds, in words: ``TF-IDF (words 1-3) + NB-scaled, calibrated
+    LogisticRegression``; a registered version's description says what that version is."""
+    features = f"words 1-{hp.ngram_max}"
+    if hp.char_ngram_max:
+        features += f", characters 2-{hp.char_ngram_max}"
+    traits = [
+        trait
+        for trait, present in (
+            ("NB-scaled", hp.nb_scaling),
+            ("class-balanced", hp.class_weight == "balanced"),
+            ("calibrated", hp.calibration_folds > 0),  # 0 is off whatever calibrate_on says
+        )
+        if present
+    ]
+    head = " ".join(filter(None, [", ".join(traits), "LogisticRegression"]))
+    return f"TF-IDF ({features}) + {head}"
 
 
 def build_pipeline(hp: Hyperparameters, seed: int) -> Pipeline:
@@ -145,7 +175,8 @@ def fit_pipeline(
     seed: int,
     calibration_set: tuple[list[str], list[str]] | None = None,
 ) -> float:
-    """Fit the pipeline and calibrate it by temperature scaling; return the temperature.
+    """Fit the pipeline and calibrate it by temperature scaling; return the temperature (1.0
+    when ``calibration_folds`` is 0: no calibration, with or without a ``calibration_set``).
 
     The temperature is fitted on out-of-fold logits of the classifier head (NB scaling refitted
     per fold: it uses the labels), or, given a ``calibration_set`` (texts, labels), on the
@@ -165,7 +196,7 @@ def fit_pipeline(
         )
         temperature = fit_temperature(logits, labels, sorted(set(labels)))
     head.fit(features, labels)
-    if calibration_set is not None:
+    if calibration_set is not None and calibration_folds:  # 0 means off here too
         held_out_texts, held_out_labels = calibration_set
         logits = head.decision_function(vectorizer.transform(held_out_texts))
         temperature = fit_temperature(logits, held_out_labels, sorted(set(labels)))

@@ -8,6 +8,7 @@ train), SST-2 and SemEval on validation data (SST-2: its own validation split; S
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from training.model import Hyperparameters
@@ -41,8 +42,10 @@ PRESETS: dict[str, Hyperparameters] = {
 AUTO = "auto"
 NO_PRESET = "none"
 PRESET_CHOICES = (AUTO, NO_PRESET, *PRESETS)
-# Folder/file names that identify a data set (the names in ../shared/data and common spellings).
+# Words of folder/file names that identify a data set (the names in ../shared/data and common
+# spellings), each optionally followed by digits (sst2, semeval2017).
 _NAME_HINTS = {"imdb": "imdb", "sst": "sst2", "semeval": "semeval", "tweeteval": "semeval"}
+_HINT_TOKEN = re.compile(rf"({'|'.join(_NAME_HINTS)})\d*")
 
 
 def detect_preset(data: Path) -> str | None:
@@ -50,10 +53,11 @@ def detect_preset(data: Path) -> str | None:
     path = data.resolve()
     # A file (train.parquet) is named by its folder; a folder by itself.
     name = f"{path.parent.name}/{path.name}" if path.suffix else path.name
-    name = name.lower()
-    for hint, preset in _NAME_HINTS.items():
-        if hint in name:
-            return preset
+    # Whole words only (split at anything not a letter or digit): "crosstalk" holds no "sst".
+    for token in re.split(r"[^a-z0-9]+", name.lower()):
+        match = _HINT_TOKEN.fullmatch(token)
+        if match:
+            return _NAME_HINTS[match.group(1)]
     return None
 
 

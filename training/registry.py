@@ -11,6 +11,7 @@ import getpass
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -18,13 +19,27 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from training.data import LABEL, TEXT, load_labelled, make_splits
+from training.data import (
+    LABEL,
+    TEXT,
+    TRAIN_FINGERPRINTS_ARTIFACT,
+    DataError,
+    Splits,
+    load_labelled,
+    make_splits,
+    splits_digest,
+    text_fingerprints,
+)
 from training.evaluate import score
 from training.progress import log, step
 from training.settings import TrainingSettings
 
 PRODUCTION_ALIAS = "production"
 PRODUCTION_STAGE = "Production"
+# Metrics the gate may compare: all higher-is-better (log loss and ECE are not).
+GATE_METRICS = ("accuracy", "f1_macro", "recall_macro", "roc_auc")
+# Fewer rows than this that neither version has seen say too little to compare them.
+MIN_GATE_ROWS = 20
 
 
 class PromotionError(RuntimeError):
@@ -42,6 +57,7 @@ class GateResult:
     champion: float
     tolerance: float
     rows: int
+    excluded: int = 0  # validation rows left out because the champion was trained on them
 
     @property
     def passed(self) -> bool:
@@ -49,9 +65,11 @@ class GateResult:
 
     def summary(self) -> str:
         verdict = "passed" if self.passed else "REFUSED"
+        excluded = f" ({self.excluded} left out: the champion trained on them)"
         return (
             f"gate {verdict}: {self.metric} challenger {self.challenger:.4f} vs champion "
             f"{self.champion:.4f} (tolerance {self.tolerance}) on {self.rows} held-out rows"
+            + (excluded if self.excluded else "")
         )
 
 
@@ -88,21 +106,27 @@ def promote(
     reason: str = "",
 ) -> Promotion:
     """Point ``production`` (alias and stage) at ``version`` (default: the newest)."""
+    if gate and settings.gate_metric not in GATE_METRICS:
+        raise PromotionError(
+            f"gate metric {settings.gate_metric!r} cannot gate: choose one of {GATE_METRICS}"
+        )
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient()
     name = settings.model_name
-    version = version or newest_version(client, name)
-    challenger = _get_version(client, name, version)
+    challenger = _get_version(client, name, version or newest_version(client, name))
+    # As the registry spells it ("02" → "2"), so that the archiving below spares it.
+    version = str(challenger.version)
     champion = production_version(client, name)
     # The registry answers versions as int or str depending on the call: compare as str.
     previous = str(champion.version) if champion else None
     result = None
-    if gate and champion is not None and previous != str(challenger.version):
+    if gate and champion is not None and previous != version:
         result = evaluate_gate(settings, challenger, champion)
         log.info(result.summary())
         if not result.passed:
             client.set_model_version_tag(name, version, "gate_refused_at", _now())
             raise PromotionRefused(result.summary())
+        _check_champion_unchanged(client, name, previous)
     _mark_production(client, name, version)
     _record(client, name, version, previous, result, reason)
     log.info(
@@ -123,6 +147,18 @@ def _get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
         return client.get_model_version(name, version)
     except MlflowException as exc:
         raise PromotionError(f"{name} version {version} not found: {exc.message}") from exc
+
+
+def _check_champion_unchanged(client: MlflowClient, name: str, champion: str | None) -> None:
+    """A gate takes minutes: if someone promoted another version meanwhile, this challenger was
+    compared with a model that is no longer Production."""
+    now = production_version(client, name)
+    current = str(now.version) if now else None
+    if current != champion:
+        raise PromotionError(
+            f"Production moved from version {champion} to {current} while the gate ran; "
+            "run promote again to compare with the new champion"
+        )
 
 
 def _mark_production(client: MlflowClient, name: str, version: str) -> None:
@@ -163,9 +199,22 @@ def _record(
 def evaluate_gate(
     settings: TrainingSettings, challenger: ModelVersion, champion: ModelVersion
 ) -> GateResult:
-    """Score both versions on the challenger's validation split, rebuilt from its run's params
-    (same data, columns, seed and fractions), so neither is judged on test data."""
-    held_out = _challenger_validation_rows(settings, challenger)
+    """Score both versions on the challenger's validation rows that the champion was not
+    trained on either: the challenger's split is rebuilt from its run (same data, checked by
+    digest; same columns, seed and fractions), the champion's training rows are the
+    fingerprints its run recorded. Neither is judged on test data or on rows it has seen."""
+    challenger_run = _rebuilt_splits(challenger)
+    validation = challenger_run.splits.validation
+    seen = _training_fingerprints(champion, challenger_run)
+    unseen = ~pd.Series(text_fingerprints(validation[TEXT]), index=validation.index).isin(seen)
+    held_out = validation[unseen]
+    if len(held_out) < MIN_GATE_ROWS:
+        raise PromotionError(
+            f"only {len(held_out)} of the challenger's {len(validation)} validation rows are "
+            f"not in the champion's (version {champion.version}) training data; at least "
+            f"{MIN_GATE_ROWS} are needed to compare them: promote without --gate after "
+            "comparing the runs, or give the challenger a validation split of new rows"
+        )
     scores = {}
     for role, mv in (("challenger", challenger), ("champion", champion)):
         with step(f"gate: scoring {role} version {mv.version} on {len(held_out)} rows"):
@@ -178,29 +227,82 @@ def evaluate_gate(
         champion=scores["champion"],
         tolerance=settings.gate_tolerance,
         rows=len(held_out),
+        excluded=len(validation) - len(held_out),
     )
 
 
-def _challenger_validation_rows(
-    settings: TrainingSettings, challenger: ModelVersion
-) -> pd.DataFrame:
-    if not challenger.run_id:
-        raise PromotionError(
-            f"version {challenger.version} has no run; cannot rebuild its held-out data"
-        )
-    params = MlflowClient().get_run(challenger.run_id).data.params
+@dataclass(frozen=True)
+class _RunSplits:
+    """A training run's splits, rebuilt from what it logged."""
+
+    splits: Splits
+    recipe: tuple[str, ...]  # data, columns, seed and fractions: equal recipes, equal splits
+
+
+def _rebuilt_splits(version: ModelVersion) -> _RunSplits:
+    if not version.run_id:
+        raise PromotionError(f"version {version.version} has no run; cannot rebuild its data")
+    run = MlflowClient().get_run(version.run_id)
+    params, tags = run.data.params, run.data.tags
     try:
-        data = load_labelled(params["data"], params["text_column"], params["label_column"])
+        # data_path: the resolved path (``data`` is as typed, perhaps relative to elsewhere)
+        path = tags.get("data_path") or params["data"]
+        recipe = (
+            path,
+            params["text_column"],
+            params["label_column"],
+            params["seed"],
+            params["validation_fraction"],
+            params["test_fraction"],
+        )
+        seed = int(float(params["seed"]))  # `mlflow run -P seed=7.0` logs "7.0"
+    except KeyError as exc:
+        raise PromotionError(f"run {version.run_id} lacks param {exc}; cannot gate") from exc
+    except ValueError as exc:
+        raise PromotionError(f"run {version.run_id} logged seed {params['seed']!r}") from exc
+    try:
+        data = load_labelled(path, params["text_column"], params["label_column"])
         splits = make_splits(
             data,
-            seed=int(params["seed"]),
+            seed=seed,
             validation_fraction=float(params["validation_fraction"]),
             test_fraction=float(params["test_fraction"]),
             min_rows=2,
         )
-    except KeyError as exc:
-        raise PromotionError(f"run {challenger.run_id} lacks param {exc}; cannot gate") from exc
-    return splits.validation
+    except DataError as exc:
+        raise PromotionError(
+            f"the gate cannot rebuild version {version.version}'s data from {path}: {exc}"
+        ) from exc
+    logged = tags.get("data_digest")
+    if logged and splits_digest(splits) != logged:
+        raise PromotionError(
+            f"the data at {path} changed since version {version.version} was trained on it "
+            f"(digest {splits_digest(splits)}, logged {logged}): its held-out rows cannot be "
+            "rebuilt; retrain on the current data and gate that version"
+        )
+    return _RunSplits(splits, recipe)
+
+
+def _training_fingerprints(champion: ModelVersion, challenger: _RunSplits) -> set[str]:
+    """Fingerprints of the rows the champion was trained on: from its run's record, or, for
+    versions trained before runs kept one, from its rebuilt splits."""
+    if not champion.run_id:
+        raise PromotionError(f"version {champion.version} has no run; cannot tell what it saw")
+    client = MlflowClient()
+    folder = TRAIN_FINGERPRINTS_ARTIFACT.rpartition("/")[0]
+    if TRAIN_FINGERPRINTS_ARTIFACT in {
+        a.path for a in client.list_artifacts(champion.run_id, folder)
+    }:
+        local = client.download_artifacts(champion.run_id, TRAIN_FINGERPRINTS_ARTIFACT)
+        return set(Path(local).read_text().split())
+    rebuilt = _rebuilt_splits(champion)
+    if rebuilt.recipe != challenger.recipe:
+        raise PromotionError(
+            f"version {champion.version} (Production) recorded no training rows and was "
+            "trained on other data or splits than the challenger: no row is known to be "
+            "held out from both; promote without --gate after comparing the runs"
+        )
+    return set(text_fingerprints(rebuilt.splits.train[TEXT]))
 
 
 def _score_version(name: str, version: str, frame: pd.DataFrame, metric: str) -> float:

@@ -42,6 +42,9 @@ METRICS = {
     "f1_macro": lambda y, p: f1_score(y, p, average="macro"),
     "recall_macro": lambda y, p: recall_score(y, p, average="macro"),
 }
+# C is searched at these multiples of the base C: the IMDB preset's 100 gives 10..300, the
+# range its preset was chosen from; SST-2's 4 gives 0.4..12.
+C_FACTORS = (0.1, 0.3, 1.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,19 @@ class SearchOptions:
     max_candidates: int = 16
     time_budget_min: float = 18.0
     metric: str = "auto"  # accuracy for two classes, recall_macro (SemEval's measure) for more
+
+    def __post_init__(self) -> None:
+        # Checked before any run starts: StratifiedKFold would fail only inside the MLflow run.
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2, got {self.folds}")
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates must be at least 1, got {self.max_candidates}")
+        if not self.time_budget_min > 0:
+            raise ValueError(f"time_budget_min must be above 0, got {self.time_budget_min}")
+        if self.metric not in ("auto", *METRICS):
+            raise ValueError(
+                f"unknown metric {self.metric!r}; choose one of auto, {', '.join(METRICS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -73,23 +89,34 @@ class SearchResult:
     training: TrainingResult
 
 
-def candidate_grid(binary: bool, base: Hyperparameters) -> list[Hyperparameters]:
+def candidate_grid(
+    binary: bool, base: Hyperparameters, pinned: frozenset[str] = frozenset()
+) -> list[Hyperparameters]:
     """The default search space around ``base``: word n-gram length and negation marking, NB
-    scaling (binary only) or class weights, and C."""
-    heads: list[dict[str, object]]
+    scaling (binary only) or class weights, and C around ``base.C``. The ``pinned``
+    hyper-parameters (those the user gave) keep ``base``'s value instead of being searched."""
+    c_axis = tuple(float(f"{base.C * factor:.3g}") for factor in C_FACTORS)
+    axes: dict[str, tuple[object, ...]]
     if binary:
-        features = [{"ngram_max": n, "negation": neg} for n in (2, 3) for neg in (False, True)]
-        heads = [
-            {"nb_scaling": nb, "C": c} for nb in (True, False) for c in (10.0, 30.0, 100.0, 300.0)
-        ]
+        axes = {
+            "ngram_max": (2, 3),
+            "negation": (False, True),
+            "nb_scaling": (True, False),
+            "C": c_axis,
+        }
     else:
-        features = [{"ngram_max": n, "char_ngram_max": ch} for n in (2, 3) for ch in (0, 5)]
-        heads = [
-            {"nb_scaling": False, "class_weight": w, "C": c}
-            for w in ("balanced", "none")
-            for c in (0.3, 1.0, 3.0)
-        ]
-    return [base.updated(**f, **h) for f, h in itertools.product(features, heads)]
+        axes = {
+            "ngram_max": (2, 3),
+            "char_ngram_max": (0, 5),
+            "nb_scaling": (False,),  # NB scaling needs two classes
+            "class_weight": ("balanced", "none"),
+            "C": c_axis,
+        }
+    searched = {name: values for name, values in axes.items() if name not in pinned}
+    return [
+        base.updated(**dict(zip(searched, values, strict=True)))
+        for values in itertools.product(*searched.values())
+    ]
 
 
 def choose_candidates(grid: list[Hyperparameters], limit: int, seed: int) -> list[Hyperparameters]:
@@ -108,8 +135,10 @@ def search(
     options: SearchOptions,
     base: Hyperparameters,
     grid: list[Hyperparameters] | None = None,
+    pinned: frozenset[str] = frozenset(),
 ) -> SearchResult:
-    """Run the search on ``settings.data`` and register the refitted best as a new version."""
+    """Run the search on ``settings.data`` and register the refitted best as a new version.
+    Without a ``grid``, the default one around ``base``, ``pinned`` hyper-parameters fixed."""
     mlflow.set_tracking_uri(settings.tracking_uri)
     if "MLFLOW_RUN_ID" not in os.environ:
         mlflow.set_experiment(settings.experiment)
@@ -118,9 +147,7 @@ def search(
     metric = (
         options.metric if options.metric != "auto" else ("accuracy" if binary else "recall_macro")
     )
-    if metric not in METRICS:
-        raise DataError(f"unknown metric {metric!r}; choose one of auto, {', '.join(METRICS)}")
-    space = grid if grid is not None else candidate_grid(binary, base)
+    space = grid if grid is not None else candidate_grid(binary, base, pinned)
     if not binary and any(hp.nb_scaling for hp in space):
         raise DataError(
             f"{len(splits.labels)} classes: NB scaling needs two; drop it from the grid"
@@ -135,6 +162,7 @@ def search(
                 "cv_metric": metric,
                 "candidates": len(candidates),
                 "grid_size": len(space),
+                "fixed": ",".join(sorted(pinned)) or "none",  # given, so not searched
                 "time_budget_min": options.time_budget_min,
                 "seed": settings.seed,
             },

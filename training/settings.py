@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_NAME = "emotitrack-sentiment"
 PRODUCTION_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@production"
+# The gate keeps the better version, so only metrics where higher is better (not log_loss or
+# ece); training.registry.GATE_METRICS names the same ones (it imports these settings).
+GateMetric = Literal["accuracy", "f1_macro", "recall_macro", "roc_auc"]
 
 
 def tracking_uri_field() -> Any:
@@ -63,4 +66,8 @@ class TrainingSettings(BaseSettings):
         ge=0,
         description="Promotion gate: largest drop in the gate metric a challenger may show.",
     )
-    gate_metric: str = Field("accuracy", description="Promotion gate metric: accuracy or f1_macro.")
+    gate_metric: GateMetric = Field(
+        "accuracy",
+        description="Promotion gate metric, one where higher is better: accuracy, f1_macro, "
+        "recall_macro or roc_auc.",
+    )

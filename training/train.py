@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -25,17 +24,21 @@ from training.behaviour import markdown_table, report, run_checks
 from training.data import (
     LABEL,
     TEXT,
+    TRAIN_FINGERPRINTS_ARTIFACT,
     DataError,
     Splits,
     data_report,
     load_labelled,
     make_splits,
+    splits_digest,
+    text_fingerprints,
 )
 from training.evaluate import score, strongest_ngrams_plot, write_report_files
 from training.model import (
     PIPELINE_ARTIFACT,
     Hyperparameters,
     build_pipeline,
+    describe_model,
     fit_pipeline,
     prediction_table,
     probabilities,
@@ -127,12 +130,19 @@ def train_in_run(
         },
     )
     digest = _log_data(settings, splits)
-    mlflow.set_tags({"git_commit": _git_commit(), "data_digest": digest})
+    # data_path: the data resolved, as a gate run from another directory must find it
+    mlflow.set_tags(
+        {
+            "git_commit": _git_commit(),
+            "data_digest": digest,
+            "data_path": str(Path(settings.data).resolve()),
+        }
+    )
 
     pipeline = build_pipeline(hp, settings.seed)
     calibration_set = None
     calibration = f", calibrating on {hp.calibration_folds} folds" if hp.calibration_folds else ""
-    if hp.calibrate_on == "validation":
+    if hp.calibration_folds and hp.calibrate_on == "validation":  # calibration_folds 0: off
         calibration_set = (splits.validation[TEXT].tolist(), splits.validation[LABEL].tolist())
         calibration = f", calibrating on the {len(splits.validation)} validation texts"
     with step(f"fitting TF-IDF + LogisticRegression on {len(splits.train)} texts{calibration}"):
@@ -186,7 +196,7 @@ def train_in_run(
         info = _log_model(pipeline_file, splits, test_pred, settings.model_name)
 
     version = str(info.registered_model_version)
-    _describe_version(settings, version, run_id, metrics, digest)
+    _describe_version(settings, version, run_id, metrics, digest, hp)
     log.info(
         "run %s: test accuracy %.4f, macro F1 %.4f; registered %s version %s",
         run_id,
@@ -272,7 +282,6 @@ def spelled_params(params: dict[str, object]) -> dict[str, object]:
 def _log_data(settings: TrainingSettings, splits: Splits) -> str:
     """Log the splits as MLflow dataset inputs and the data report; return a digest of all three."""
     source = str(Path(settings.data).resolve())
-    digests = []
     warnings.filterwarnings(
         "ignore", message="The specified dataset source can be interpreted", category=UserWarning
     )  # MLflow registers two equivalent local sources for a path and warns about it
@@ -283,7 +292,10 @@ def _log_data(settings: TrainingSettings, splits: Splits) -> str:
     ):
         dataset = from_pandas(frame, source=source, targets=LABEL, name=name)
         mlflow.log_input(dataset, context=context)
-        digests.append(dataset.digest)
+    # The rows this model has seen, as fingerprints: a promotion gate scores champion and
+    # challenger only on rows neither was trained on, whatever data or seed each used.
+    fingerprints = sorted(set(text_fingerprints(splits.train[TEXT])))
+    mlflow.log_text("\n".join(fingerprints) + "\n", TRAIN_FINGERPRINTS_ARTIFACT)
     report = data_report(splits)
     mlflow.log_dict(report, "data/data_report.json")
     overlap = report["overlap"]
@@ -298,7 +310,7 @@ def _log_data(settings: TrainingSettings, splits: Splits) -> str:
         }
     )
     log.info("data report: %s", json.dumps(report["overlap"]))
-    return hashlib.sha256("-".join(digests).encode()).hexdigest()[:16]
+    return splits_digest(splits)
 
 
 def _log_model(
@@ -322,14 +334,19 @@ def _log_model(
 
 
 def _describe_version(
-    settings: TrainingSettings, version: str, run_id: str, metrics: dict[str, float], digest: str
+    settings: TrainingSettings,
+    version: str,
+    run_id: str,
+    metrics: dict[str, float],
+    digest: str,
+    hp: Hyperparameters,
 ) -> None:
     client = mlflow.MlflowClient()
     client.update_model_version(
         settings.model_name,
         version,
         description=(
-            f"TF-IDF + NB-scaled, calibrated LogisticRegression trained on {settings.data} (data digest {digest}); "
+            f"{describe_model(hp)} trained on {settings.data} (data digest {digest}); "
             f"test accuracy {metrics['test_accuracy']:.4f}, macro F1 {metrics['test_f1_macro']:.4f}."
         ),
     )

@@ -120,3 +120,31 @@ def test_demo_serves_the_mlflow_ui_until_interrupted(
     finally:
         if demo.poll() is None:
             demo.kill()
+
+
+def test_mlproject_search_takes_the_data_and_split_parameters_of_train() -> None:
+    import shlex
+
+    import yaml
+
+    from training.cli import build_parser
+    from training.settings import TrainingSettings
+
+    entry_points = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
+    search = entry_points["search"]
+    shared = ("text_column", "label_column", "validation_fraction", "test_fraction")
+    assert {k: search["parameters"][k] for k in shared} == {
+        k: entry_points["train"]["parameters"][k] for k in shared
+    }
+    given = {
+        "text_column": "body",
+        "label_column": "stars",
+        "validation_fraction": 0.15,
+        "test_fraction": 0.25,
+    }
+    values = {k: v["default"] for k, v in search["parameters"].items()} | given
+    quoted = {k: shlex.quote(str(v)) for k, v in values.items()}  # "" as '', as MLflow does
+    command = shlex.split(search["command"].format(**quoted))
+    assert command[:4] == ["python", "-m", "training", "search"]
+    args = build_parser(TrainingSettings()).parse_args(command[3:])
+    assert {k: getattr(args, k) for k in shared} == given

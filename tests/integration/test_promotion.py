@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from emotitrack.cli import main
+from training.data import TRAIN_FINGERPRINTS_ARTIFACT, Splits, load_labelled, make_splits
 from training.model import Hyperparameters
-from training.registry import PromotionRefused, production_version, promote
+from training.registry import PromotionError, PromotionRefused, production_version, promote
 from training.settings import TrainingSettings
 from training.train import train
 
@@ -123,3 +127,88 @@ def test_promoted_model_scores_held_out_text(settings: TrainingSettings) -> None
     test = pd.read_parquet(settings.data / "test.parquet")
     predictions = model.predict(test[["text"]])
     assert (predictions["label"].to_numpy() == test["label"].to_numpy()).mean() > 0.75
+
+
+def test_gate_leaves_out_rows_the_champion_was_trained_on(settings: TrainingSettings) -> None:
+    # Another seed draws another validation split: part of the challenger's validation rows
+    # were in the champion's training split, and would flatter the champion.
+    # (Its validation split is large so that enough of it is new to the champion.)
+    train(settings.model_copy(update={"seed": 1}), GOOD)
+    promote(settings)
+    train(settings.model_copy(update={"seed": 2, "validation_fraction": 0.4}), GOOD)
+    done = promote(settings, gate=True)
+
+    def splits_of(seed: int, validation_fraction: float) -> Splits:
+        data = load_labelled(settings.data)
+        return make_splits(
+            data, seed=seed, validation_fraction=validation_fraction, test_fraction=0.2, min_rows=2
+        )
+
+    seen_by_champion = set(splits_of(1, 0.1).train["text"])
+    validation = splits_of(2, 0.4).validation["text"]
+    overlap = int(validation.isin(seen_by_champion).sum())
+    assert done.gate is not None and overlap > 0
+    assert (done.gate.excluded, done.gate.rows) == (overlap, len(validation) - overlap)
+    assert "left out: the champion trained on them" in done.gate.summary()
+
+
+def test_gate_refuses_to_rebuild_data_that_changed(
+    settings: TrainingSettings, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(settings.data, data)
+    settings = settings.model_copy(update={"data": data})
+    train(settings, GOOD)
+    promote(settings)
+    train(settings, GOOD)
+    grown = pd.read_parquet(data / "train.parquet")
+    pd.concat([grown, grown.head(40).assign(text=lambda f: f["text"] + " Again.")]).to_parquet(
+        data / "train.parquet"
+    )
+    with pytest.raises(PromotionError, match="changed since version 2 was trained"):
+        promote(settings, gate=True)
+    assert str(production_version(MlflowClient(), settings.model_name).version) == "1"  # type: ignore[union-attr]
+
+
+def test_gate_refuses_a_lower_is_better_metric(settings: TrainingSettings) -> None:
+    train(settings, GOOD)
+    promote(settings)
+    train(settings, WEAK)
+    for metric in ("log_loss", "ece"):
+        with pytest.raises(PromotionError, match="cannot gate: choose one of"):
+            promote(settings.model_copy(update={"gate_metric": metric}), gate=True)
+
+
+def test_a_version_spelled_with_a_leading_zero_is_promoted_once(
+    settings: TrainingSettings,
+) -> None:
+    train(settings, GOOD)
+    promote(settings, "1")
+    done = promote(settings, "01")
+    assert (done.version, done.previous) == ("1", "1")
+    version = MlflowClient().get_model_version(settings.model_name, "1")
+    assert version.current_stage == "Production"
+    assert mlflow.pyfunc.load_model(f"models:/{settings.model_name}/Production")
+
+
+def test_gate_refuses_when_too_few_rows_are_new_to_the_champion(
+    settings: TrainingSettings,
+) -> None:
+    train(settings.model_copy(update={"seed": 1}), GOOD)
+    promote(settings)
+    train(settings.model_copy(update={"seed": 2}), GOOD)  # ~90 % of its validation seen by v1
+    with pytest.raises(PromotionError, match=r"only \d+ of the challenger's 160 validation rows"):
+        promote(settings, gate=True)
+
+
+def test_gate_rebuilds_the_training_rows_of_a_champion_that_recorded_none(
+    settings: TrainingSettings,
+) -> None:
+    # Versions trained before runs kept fingerprints: same data and recipe, same splits.
+    champion = train(settings, GOOD)
+    promote(settings)
+    artifacts = Path(mlflow.get_run(champion.run_id).info.artifact_uri.removeprefix("file://"))
+    (artifacts / TRAIN_FINGERPRINTS_ARTIFACT).unlink()
+    train(settings, GOOD)
+    done = promote(settings, gate=True)
+    assert done.gate is not None and (done.gate.rows, done.gate.excluded) == (160, 0)

@@ -25,7 +25,7 @@ def test_search_logs_candidates_as_child_runs_and_registers_the_best(
     code = main(
         ["search", "--data", str(imdb_sample), "--folds", "2", "--max-candidates", "4",
          "--experiment", "search-test", "--hyperparameters", "max_features=5000",
-         "--calibration-folds", "2"]
+         "--calibration-folds", "2", "--negation", "true"]
     )  # fmt: skip
     assert code == 0
     runs = mlflow.search_runs(experiment_names=["search-test"], output_format="list")
@@ -36,6 +36,9 @@ def test_search_logs_candidates_as_child_runs_and_registers_the_best(
     scores = {r.data.tags["mlflow.runName"]: r.data.metrics["cv_accuracy"] for r in candidates}
     assert all(0.5 < s <= 1 for s in scores.values())
     assert all(r.data.params["max_features"] == "5000" for r in candidates)  # override kept
+    # Given on the command line, so not searched: every candidate marks negations.
+    assert all(r.data.params["negation"] == "true" for r in candidates)
+    assert parent.data.params["fixed"] == "calibration_folds,max_features,negation"
     assert parent.data.metrics["best_cv_accuracy"] == max(scores.values())
 
     [refit] = [r for r in children if r.data.tags.get("mlflow.runName") == "best refit"]

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import write_sample
+from training.behaviour import default_checks
 from training.data import DataError
 from training.model import Hyperparameters
 from training.presets import PRESETS
@@ -48,7 +49,8 @@ def test_run_logs_params_metrics_and_tags(
     assert run.data.metrics["train_time_s"] > 0
     assert run.data.metrics["calibration_temperature"] > 0
     assert run.data.metrics["predict_latency_ms_p50"] > 0
-    assert 0 <= run.data.metrics["behaviour_invariance_case"] <= 1
+    behaviour = {k: v for k, v in run.data.metrics.items() if k.startswith("behaviour_")}
+    assert set(behaviour) == {f"behaviour_{c.name}" for c in default_checks()}
     assert run.data.metrics["model_size_bytes"] > 10_000
     assert run.data.metrics["data_test_rows"] == 600
     assert len(run.data.tags["data_digest"]) == 16
@@ -153,3 +155,16 @@ def test_three_class_data_trains(
     out = model.predict(pd.DataFrame({"text": ["I love this!", "ok", "I hate it"]}))
     assert {"prob_negative", "prob_neutral", "prob_positive"} <= set(out.columns)
     assert "test_roc_auc" in result.metrics and "test_recall_neutral" in result.metrics
+
+
+def test_calibration_folds_0_is_no_calibration_and_the_version_says_what_it_is(
+    settings: TrainingSettings,
+) -> None:
+    # calibrate_on=validation (the SST-2 preset's) with calibration_folds 0: still off
+    hp = Hyperparameters(
+        max_features=5_000, nb_scaling=False, calibration_folds=0, calibrate_on="validation"
+    )
+    result = train(settings, hp)
+    assert result.metrics["calibration_temperature"] == 1.0
+    description = MlflowClient().get_model_version(settings.model_name, result.version).description
+    assert description.startswith("TF-IDF (words 1-3) + LogisticRegression trained on ")

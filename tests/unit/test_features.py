@@ -27,6 +27,8 @@ from training.model import fit_temperature
         ("Great film.<br /><br />Loved it", "great film.  loved it"),
         ("Can\\u2019t wait &amp; see", "can't wait & see"),
         ("see https://t.co/xyz now", "see  url  now"),
+        ("SEE HTTPS://EXAMPLE.COM/X NOW", "see  url  now"),
+        ("at Www.Example.com", "at  url "),
         ("@bob_99 thanks", " @user  thanks"),
         ("Sooooo goooood!!!", "soo good!!!"),
         # Only word characters are shortened: digits and underscores are, dots and "!" are not.

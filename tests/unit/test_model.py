@@ -14,6 +14,7 @@ from training.model import (
     Hyperparameters,
     SentimentModel,
     build_pipeline,
+    describe_model,
     explain,
     fit_pipeline,
     prediction_table,
@@ -172,3 +173,61 @@ def test_pyfunc_adds_explanations_only_when_asked(sample: tuple[list[str], list[
     first = json.loads(explained["explanation"][0])
     assert set(first) == {"negative", "positive"}
     assert first["positive"][0]["ngram"] == "great"
+
+
+def test_calibration_folds_0_fits_no_temperature_even_given_a_calibration_set(
+    sample: tuple[list[str], list[str]],
+) -> None:
+    texts, labels = sample
+    hp = Hyperparameters(max_features=5000, calibration_folds=0, calibrate_on="validation")
+    uncalibrated = build_pipeline(hp, seed=0)
+    held_out = (texts[:300], labels[:300])
+    temperature = fit_pipeline(
+        uncalibrated, texts[300:], labels[300:], 0, seed=0, calibration_set=held_out
+    )
+    assert temperature == 1.0
+    plain = build_pipeline(hp, seed=0)
+    fit_pipeline(plain, texts[300:], labels[300:], 0, seed=0)
+    np.testing.assert_allclose(
+        probabilities(uncalibrated, texts[:50]), probabilities(plain, texts[:50])
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"C": 0.0}, "C must be above 0"),
+        ({"C": -1.0}, "C must be above 0"),
+        ({"C": float("nan")}, "C must be above 0"),
+        ({"max_iter": 0}, "max_iter must be at least 1"),
+        ({"min_df": 0}, "min_df must be at least 1"),
+        ({"max_df": 0.0}, "max_df must be above 0 and at most 1"),
+        ({"max_df": 1.5}, "max_df must be above 0 and at most 1"),
+        ({"max_features": -1}, "max_features must be 0"),
+    ],
+)
+def test_impossible_hyperparameters_are_refused_when_made(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Hyperparameters().updated(**changes)
+
+
+@pytest.mark.parametrize(
+    ("hp", "description"),
+    [
+        (Hyperparameters(), "TF-IDF (words 1-3) + NB-scaled, calibrated LogisticRegression"),
+        (
+            Hyperparameters(
+                ngram_max=2, char_ngram_max=5, nb_scaling=False, class_weight="balanced"
+            ),
+            "TF-IDF (words 1-2, characters 2-5) + class-balanced, calibrated LogisticRegression",
+        ),
+        (
+            Hyperparameters(nb_scaling=False, calibration_folds=0, calibrate_on="validation"),
+            "TF-IDF (words 1-3) + LogisticRegression",
+        ),
+    ],
+)
+def test_a_model_is_described_by_its_hyperparameters(hp: Hyperparameters, description: str) -> None:
+    assert describe_model(hp) == description

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from tests.conftest import write_sample
+from training import scoring
 from training.model import Hyperparameters, build_pipeline, fit_pipeline, probabilities
 from training.scoring import CHAR_WORD_MEMO_SIZE, CharNgramIndex, compile_scorer, ngram_index
 
@@ -151,20 +153,37 @@ def test_ngram_keys_are_unique_per_ngram() -> None:
     assert sorted(index.columns.tolist()) == [0, 1, 2, 3, 4]
 
 
-def test_a_scorer_is_only_given_when_it_agrees_with_the_pipeline() -> None:
-    # Tokens with spaces inside: the n-gram index cannot split such n-grams back into tokens.
+class _DoubledTfidf(TfidfVectorizer):
+    """Doubles its features at prediction time: a TfidfVectorizer to every structural check of
+    the scorer, which would therefore score it wrong."""
+
+    def transform(self, raw_documents: Any) -> Any:
+        return super().transform(raw_documents) * 2.0
+
+
+def test_a_scorer_is_only_given_when_it_agrees_with_the_pipeline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     texts = ["good film, great cast", "bad film, awful plot", "great, good", "awful, bad plot"]
     labels = ["p", "n", "p", "n"]
-    odd = Pipeline(
-        [
-            ("features", TfidfVectorizer(token_pattern=r"[^,]+", ngram_range=(1, 2))),
-            ("nb", "passthrough"),
-            ("clf", LogisticRegression()),
-        ]
-    ).fit(texts, labels)
+
+    def fit(vectorizer: TfidfVectorizer) -> Pipeline:
+        steps = [("features", vectorizer), ("nb", "passthrough"), ("clf", LogisticRegression())]
+        return Pipeline(steps).fit(texts, labels)
+
+    # Tokens with spaces inside: no n-gram index, but the slower counter gets them right.
+    odd = fit(TfidfVectorizer(token_pattern=r"[^,]+", ngram_range=(1, 2)))
     score = compile_scorer(odd)
-    if score is not None:
-        np.testing.assert_allclose(score(texts), probabilities(odd, texts), atol=1e-6)
+    assert score is not None
+    np.testing.assert_allclose(score(texts), probabilities(odd, texts), atol=1e-6)
+
+    doubled = fit(_DoubledTfidf())
+    assert compile_scorer(doubled) is None
+    # What the check declined: without it the scorer would answer, wrongly.
+    monkeypatch.setattr(scoring, "_agrees", lambda score, pipeline: True)
+    wrong = compile_scorer(doubled)
+    assert wrong is not None
+    assert not np.allclose(wrong(texts), probabilities(doubled, texts), atol=1e-6)
 
 
 def test_an_empty_batch_scores_to_no_rows(imdb_sample: Path) -> None:
