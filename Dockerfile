@@ -27,7 +27,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     EMOTITRACK_PREDICTION_LOG_URL=sqlite:////data/predictions.db \
     EMOTITRACK_SPILL_DIR=/data/prediction-spill
 COPY --from=build /opt/venv /opt/venv
-RUN mkdir /data && chown 10001:10001 /data
+# Every folder docker-compose mounts a named volume on, owned by the user the services run as:
+# a new volume copies its mount point's owner, and Docker creates missing ones as root.
+RUN mkdir /data /mlartifacts /mlauth /reports \
+    && chown 10001:10001 /data /mlartifacts /mlauth /reports
 WORKDIR /data
 VOLUME ["/data"]
 USER 10001:10001

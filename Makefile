@@ -41,14 +41,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m compileall -q training serving monitoring emotitrack >/dev/null
 	touch $@
 
-# Re-pin after changing dependencies in pyproject.toml: the full lock (dev tools included)
-# and the runtime lock the container image installs.
+# Re-pin after changing dependencies in pyproject.toml: the full lock (dev tools included),
+# the runtime lock the container image installs, and requirements.txt (the runtime pins without
+# hashes, for installers that check none: Heroku's Python buildpack, conda.yaml's pip).
 lock:
 	test -x $(BIN)/uv || ($(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv==$(UV_VERSION))
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --no-strip-extras \
 		--custom-compile-command "make lock" -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --no-strip-extras \
 		--custom-compile-command "make lock" -o requirements-runtime.lock
+	$(BIN)/python scripts/requirements_txt.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-artifacts

@@ -150,6 +150,22 @@ def test_the_api_container_runs_unprivileged_on_a_read_only_file_system() -> Non
         assert name in api["environment"]
 
 
+def test_every_volume_our_image_mounts_is_writable_by_its_user() -> None:
+    # A new named volume copies the owner of its mount point in the image; a mount point the
+    # image lacks is created as root, and the non-root services could not write there.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    chown = next(line for line in dockerfile.splitlines() if "chown 10001:10001" in line)
+    owned = set(chown.split("chown 10001:10001", 1)[1].split())
+    services = compose_config(REPO / ".env.example")["services"]
+    ours = {n: s for n, s in services.items() if s.get("image") == "emotitrack:latest"}
+    assert {"api", "mlflow", "train", "monitor"} <= set(ours)
+    for name, service in ours.items():
+        assert service.get("user", "10001:10001") == "10001:10001", name
+        for volume in service.get("volumes", []):
+            if volume["type"] == "volume":
+                assert volume["target"] in owned, (name, volume["target"])
+
+
 def test_compose_refuses_to_start_without_the_mlflow_credentials(tmp_path: Path) -> None:
     for missing in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         env_file = tmp_path / f"without-{missing}.env"
