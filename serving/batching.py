@@ -46,20 +46,12 @@ class MicroBatcher:
         """Probabilities for ``texts`` with ``score`` (the model current when the request came)."""
         loop = asyncio.get_running_loop()
         if len(texts) >= self.max_batch:  # already a full batch: no sharing to gain
-            return await self._score_in_chunks(loop, score, texts)
+            # Whole, not in chunks: chunks of concurrent big requests would interleave on the
+            # one model thread, and every one of them would finish as late as the last.
+            return await loop.run_in_executor(self._executor, score, texts)
         future: asyncio.Future[np.ndarray] = loop.create_future()
         await self._queue.put((score, texts, future))
         return await future
-
-    async def _score_in_chunks(
-        self, loop: asyncio.AbstractEventLoop, score: Score, texts: list[str]
-    ) -> np.ndarray:
-        """At most ``max_batch`` texts per model call (what EMOTITRACK_MAX_MODEL_BATCH promises),
-        one after another: rows do not depend on each other, and each call's memory stays
-        bounded while other requests' calls can run in between."""
-        chunks = [texts[i : i + self.max_batch] for i in range(0, len(texts), self.max_batch)]
-        parts = [await loop.run_in_executor(self._executor, score, chunk) for chunk in chunks]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def _next_batch(self) -> list[Queued]:
         """Queued requests for one model call: whole requests, at most ``max_batch`` texts in

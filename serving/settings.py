@@ -65,7 +65,12 @@ class ServingSettings(BaseSettings):
         description="How long a request waits for others to share its model call; 0: only "
         "requests that arrive while the model is busy share the next call.",
     )
-    max_model_batch: int = Field(256, gt=0, description="Most texts in one model call.")
+    max_model_batch: int = Field(
+        256,
+        gt=0,
+        description="Most texts in a model call shared by several requests; a request of "
+        "more texts is scored whole, on its own.",
+    )
     scoring_process: bool = Field(
         True,
         description="Score in a child process per worker, so tokenising uses another core than "
