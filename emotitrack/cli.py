@@ -14,7 +14,6 @@ from training.cli import (
     add_commands,
     report_invalid_settings,
     run_command,
-    settings_from_environment,
 )
 from training.settings import TrainingSettings
 
@@ -53,12 +52,11 @@ def _demo(args: argparse.Namespace, settings: TrainingSettings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = settings_from_environment()
-    if isinstance(settings, int):  # a bad EMOTITRACK_* variable, reported in one line
-        return settings
-    try:  # the serve and monitor options read their parts' settings for their defaults
+    # Every part's settings are read here (the serve and monitor options take their defaults
+    # from them): a bad EMOTITRACK_* variable is one line and exit 2, whatever the command.
+    try:
+        settings = TrainingSettings()
         parser = build_parser(settings)
     except ValidationError as exc:
         return report_invalid_settings(exc, from_environment=True)
-    args = parser.parse_args(argv)
-    return run_command(args, settings)
+    return run_command(parser.parse_args(argv), settings)

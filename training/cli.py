@@ -429,14 +429,6 @@ def report_invalid_settings(exc: ValidationError, from_environment: bool = False
     return EXIT_BAD_INPUT
 
 
-def settings_from_environment() -> TrainingSettings | int:
-    """The settings from EMOTITRACK_* variables, or the exit code after reporting a bad one."""
-    try:
-        return TrainingSettings()
-    except ValidationError as exc:
-        return report_invalid_settings(exc, from_environment=True)
-
-
 def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
@@ -449,8 +441,9 @@ def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = settings_from_environment()
-    if isinstance(settings, int):
-        return settings
-    args = build_parser(settings).parse_args(argv)
-    return run_command(args, settings)
+    try:
+        settings = TrainingSettings()
+        parser = build_parser(settings)
+    except ValidationError as exc:  # a bad EMOTITRACK_* variable: one line, not a traceback
+        return report_invalid_settings(exc, from_environment=True)
+    return run_command(parser.parse_args(argv), settings)

@@ -273,11 +273,11 @@ def _rebuilt_splits(version: ModelVersion) -> _RunSplits:
         raise PromotionError(
             f"the gate cannot rebuild version {version.version}'s data from {path}: {exc}"
         ) from exc
-    logged = tags.get("data_digest")
-    if logged and splits_digest(splits) != logged:
+    logged, digest = tags.get("data_digest"), splits_digest(splits)
+    if logged and digest != logged:
         raise PromotionError(
             f"the data at {path} changed since version {version.version} was trained on it "
-            f"(digest {splits_digest(splits)}, logged {logged}): its held-out rows cannot be "
+            f"(digest {digest}, logged {logged}): its held-out rows cannot be "
             "rebuilt; retrain on the current data and gate that version"
         )
     return _RunSplits(splits, recipe)
