@@ -33,11 +33,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 
+from emotitrack.core.progress import configure_logging  # noqa: E402
 from training.data import LABEL, TEXT, Splits  # noqa: E402
 from training.evaluate import score  # noqa: E402
 from training.model import prediction_table  # noqa: E402
 from training.presets import PRESETS  # noqa: E402
-from training.progress import configure_logging  # noqa: E402
 from training.scoring import attach_ngram_indexes  # noqa: E402
 from training.settings import TrainingSettings  # noqa: E402
 from training.train import load_splits, single_text_predictor, train  # noqa: E402

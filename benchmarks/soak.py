@@ -573,7 +573,7 @@ def reconcile(log_url: str, ledger: Ledger) -> dict[str, Any]:
     """The prediction log against what the clients were acknowledged, by text tag and by id."""
     import sqlalchemy as sa
 
-    from serving.prediction_log import FEEDBACK, PREDICTIONS, create_store_engine
+    from emotitrack.core.prediction_log import FEEDBACK, PREDICTIONS, create_store_engine
 
     engine = create_store_engine(log_url)
     head = sa.func.substr(PREDICTIONS.c.text, 1, 32)

@@ -1,5 +1,9 @@
 """``emotitrack``: one command for every part (``train``, ``search``, ``promote``, ``fetch-imdb``,
-``serve``, ``monitor``, ``demo``)."""
+``serve``, ``monitor``, ``demo``).
+
+This module and ``emotitrack.demo`` are the composition root: the only places that join the parts.
+Each part registers its own commands; each handler reads its own part's settings.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,12 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from emotitrack.core.options import report_invalid_settings
+from emotitrack.core.progress import configure_logging
 from monitoring.cli import add_monitor_command
+from monitoring.settings import MonitoringSettings
 from serving.cli import add_serve_command
-from training.cli import (
-    add_commands,
-    report_invalid_settings,
-    run_command,
-)
+from training.cli import add_commands
 from training.settings import TrainingSettings
 
 
@@ -28,7 +31,7 @@ def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(commands, settings)
     add_serve_command(commands)
-    add_monitor_command(commands)
+    add_monitor_command(commands, retrain=_retrain)
     demo = commands.add_parser(
         "demo",
         help="the main job: train on the default data, register, promote, open the MLflow UI",
@@ -41,7 +44,7 @@ def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
     demo.add_argument(
         "--port", type=int, default=5000, help="MLflow UI port (next free one if taken)"
     )
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=lambda args: _demo(args, settings))
     return parser
 
 
@@ -49,6 +52,24 @@ def _demo(args: argparse.Namespace, settings: TrainingSettings) -> int:
     from emotitrack.demo import run_demo
 
     return run_demo(settings, ui=not args.no_ui, host=args.host, port=args.port)
+
+
+def _retrain(settings: MonitoringSettings, report: str) -> None:
+    """``monitor --retrain-on-drift``: a new version, promoted only if the gate passes."""
+    from training.presets import detect_preset, hyperparameters_for
+    from training.registry import PromotionRefused, promote
+    from training.settings import TrainingSettings
+    from training.train import train
+
+    training = TrainingSettings(tracking_uri=settings.tracking_uri)
+    preset = detect_preset(training.data)  # as `emotitrack train` on the same data would
+    result = train(training, hyperparameters_for(preset, {}), preset)
+    try:
+        done = promote(training, result.version, gate=True, reason=f"retrained on drift ({report})")
+    except PromotionRefused as exc:
+        print(f"retrained version {result.version} not promoted: {exc}")
+        return
+    print(f"retrained on drift: models:/{done.name}@production is version {done.version}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,4 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(settings)
     except ValidationError as exc:
         return report_invalid_settings(exc, from_environment=True)
-    return run_command(parser.parse_args(argv), settings)
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    code: int = args.handler(args)
+    return code

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from emotitrack.core.progress import log, step
 from monitoring.job import DeliveryError, run_monitoring
 from monitoring.settings import MonitoringSettings
 from serving.settings import ServingSettings
 from training.presets import detect_preset, hyperparameters_for
-from training.progress import log, step
 from training.registry import promote
 from training.settings import TrainingSettings
 from training.train import train

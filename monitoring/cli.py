@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from emotitrack.core.options import parse_bool
 from monitoring.settings import MonitoringSettings
-from training.cli import parse_bool
 
 if TYPE_CHECKING:
     from monitoring.drift import DriftSummary
@@ -31,7 +32,14 @@ OPTION_OF = {
 }
 
 
-def add_monitor_command(commands: argparse._SubParsersAction) -> None:
+# Called with the settings and the report's path when drift is found and --retrain-on-drift is
+# given; the composition root (``emotitrack.cli``) supplies it, so monitoring imports no training.
+Retrain = Callable[[MonitoringSettings, str], None]
+
+
+def add_monitor_command(
+    commands: argparse._SubParsersAction, retrain: Retrain | None = None
+) -> None:
     settings = MonitoringSettings()
     monitor = commands.add_parser(
         "monitor",
@@ -75,10 +83,10 @@ def add_monitor_command(commands: argparse._SubParsersAction) -> None:
         help="on drift, train on EMOTITRACK_DATA and promote through the gate (as `emotitrack "
         "train --promote --gate`)",
     )
-    monitor.set_defaults(handler=_monitor)
+    monitor.set_defaults(handler=lambda args: _monitor(args, retrain))
 
 
-def _monitor(args: argparse.Namespace, _training_settings: object) -> int:
+def _monitor(args: argparse.Namespace, retrain: Retrain | None) -> int:
     from monitoring.job import DeliveryError, MonitoringError, run_monitoring
 
     try:
@@ -95,8 +103,8 @@ def _monitor(args: argparse.Namespace, _training_settings: object) -> int:
     except DeliveryError as exc:  # the report exists: its verdict still counts
         summary, undelivered = exc.summary, exc
     _print_verdict(summary, settings)
-    if summary.dataset_drift and args.retrain_on_drift:
-        _retrain(settings, summary.report_html)
+    if summary.dataset_drift and args.retrain_on_drift and retrain is not None:
+        retrain(settings, summary.report_html)
     if undelivered is not None:
         print(f"error: {undelivered}", file=sys.stderr)
         return EXIT_NOT_PUSHED if summary.mlflow_run_id else EXIT_NOT_LOGGED
@@ -134,21 +142,3 @@ def _print_verdict(summary: DriftSummary, settings: MonitoringSettings) -> None:
         f"index {settings.reports_dir / 'index.html'}; "
         f"MLflow run {summary.mlflow_run_id or 'none'}{skipped}"
     )
-
-
-def _retrain(settings: MonitoringSettings, report: str) -> None:
-    """The training issue's own code paths: a new version, promoted only if the gate passes."""
-    from training.presets import detect_preset, hyperparameters_for
-    from training.registry import PromotionRefused, promote
-    from training.settings import TrainingSettings
-    from training.train import train
-
-    training = TrainingSettings(tracking_uri=settings.tracking_uri)
-    preset = detect_preset(training.data)  # as `emotitrack train` on the same data would
-    result = train(training, hyperparameters_for(preset, {}), preset)
-    try:
-        done = promote(training, result.version, gate=True, reason=f"retrained on drift ({report})")
-    except PromotionRefused as exc:
-        print(f"retrained version {result.version} not promoted: {exc}")
-        return
-    print(f"retrained on drift: models:/{done.name}@production is version {done.version}")

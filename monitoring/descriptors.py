@@ -1,5 +1,5 @@
 """Descriptor columns for the drift report, the same on both sides: computed from the text with
-the model's tokenizer and vocabulary (``serving.descriptors``, where serving also computes them
+the model's tokenizer and vocabulary (``emotitrack.core.descriptors``, where serving also computes them
 when it keeps no texts), or taken as logged where the text was not stored."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from serving.descriptors import DESCRIPTOR_COLUMNS, TextDescriber
+from emotitrack.core.descriptors import DESCRIPTOR_COLUMNS, TextDescriber
 
 
 def with_descriptors(frame: pd.DataFrame, model: TextDescriber | Pipeline) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from evidently.core.report import Snapshot
 from evidently.legacy.tests.base_test import TestStatus
 from evidently.presets import ClassificationPreset, DataDriftPreset
 
-from serving.descriptors import DESCRIPTOR_COLUMNS
+from emotitrack.core.descriptors import DESCRIPTOR_COLUMNS
 
 SCHEMA_VERSION = 1
 TEXT_COLUMNS = ["text"]

@@ -17,6 +17,11 @@ import pandas as pd
 from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
+from emotitrack.core.descriptors import TextDescriber
+from emotitrack.core.prediction_log import PredictionReader, redacted_url
+from emotitrack.core.progress import step
+from emotitrack.core.reference import load_reference
+from emotitrack.core.registry import ModelRef, ModelUnavailable, resolve
 from monitoring.descriptors import describe_window, with_descriptors
 from monitoring.drift import (
     TEXT_DRIFT_SKIPPED,
@@ -27,11 +32,6 @@ from monitoring.drift import (
     run_report,
 )
 from monitoring.settings import MonitoringSettings
-from serving.descriptors import TextDescriber
-from serving.model_store import ModelRef, ModelUnavailable, resolve
-from serving.prediction_log import PredictionReader, redacted_url
-from training.progress import step
-from training.reference import load_reference
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.settings import PRODUCTION_MODEL_URI, tracking_uri_field
+from emotitrack.core.settings import PRODUCTION_MODEL_URI, tracking_uri_field
 
 
 class MonitoringSettings(BaseSettings):

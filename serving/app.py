@@ -25,8 +25,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from emotitrack.core.descriptors import TextDescriber
+from emotitrack.core.prediction_log import PredictionRecord, new_request_id
 from serving.batching import MicroBatcher
-from serving.descriptors import TextDescriber
 from serving.guards import (
     ApiKeyGuard,
     ApiKeys,
@@ -37,7 +38,7 @@ from serving.guards import (
 from serving.invocations import PayloadError, texts_from_payload
 from serving.metrics import ServingMetrics, build_metrics
 from serving.model_store import LoadedModel, ModelStore
-from serving.prediction_log import PredictionLog, PredictionRecord, new_request_id
+from serving.prediction_log import PredictionLog
 from serving.schemas import (
     BatchResponse,
     ErrorResponse,

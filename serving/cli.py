@@ -19,7 +19,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_serve_options(serve)
-    serve.set_defaults(handler=lambda args, _settings: serve_forever(args))
+    serve.set_defaults(handler=serve_forever)
 
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import gc
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.pyfunc import PyFuncModel
 
+from emotitrack.core.registry import ModelRef, ModelUnavailable, resolve
 from serving.scoring_process import ScoringProcess
 from training.model import PROBABILITY_PREFIX, SentimentModel, explain, probabilities
 from training.scoring import compile_scorer
@@ -32,22 +32,6 @@ from training.scoring import compile_scorer
 log = logging.getLogger("emotitrack.serving")
 
 HEADLINE_METRICS = ("test_accuracy", "test_f1_macro", "test_roc_auc", "val_accuracy")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What a model URI points at right now."""
-
-    uri: str
-    name: str | None
-    version: str | None
-    run_id: str | None
-    reference: str  # alias, stage, version, run or path: how the URI named it
-    load_uri: str  # a URI that cannot move: models:/NAME/VERSION, or the original one
-
-    @property
-    def key(self) -> str:
-        return self.load_uri
 
 
 @dataclass(frozen=True)
@@ -77,48 +61,6 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.ref.name or "unregistered"
-
-
-class ModelUnavailable(RuntimeError):
-    """No model could be resolved or loaded; the message says why."""
-
-
-def resolve(client: MlflowClient, uri: str) -> ModelRef:
-    """Pin a model URI to the version it names now."""
-    if not uri.startswith("models:/"):
-        run_id = uri.split("/")[1] if uri.startswith("runs:/") else None
-        return ModelRef(uri, None, None, run_id, "run" if run_id else "path", uri)
-    path = uri.removeprefix("models:/")
-    if "@" in path:
-        name, alias = path.split("@", 1)
-        mv = _registry_call(lambda: client.get_model_version_by_alias(name, alias), uri)
-        reference = f"alias {alias}"
-    else:
-        name, _, what = path.partition("/")
-        if what.isdigit():
-            mv = _registry_call(lambda: client.get_model_version(name, what), uri)
-            reference = f"version {what}"
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # legacy stages, on purpose
-                found = _registry_call(lambda: client.get_latest_versions(name, [what]), uri)
-            if not found:
-                raise ModelUnavailable(f"no version of {name} is in stage {what}")
-            mv = found[0]
-            reference = f"stage {what}"
-    version = str(mv.version)
-    return ModelRef(uri, name, version, mv.run_id, reference, f"models:/{name}/{version}")
-
-
-def _registry_call(call: Callable[[], Any], uri: str) -> Any:
-    try:
-        return call()
-    except mlflow.exceptions.MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ModelUnavailable(
-                f"{uri} does not name a model version yet: {exc.message}"
-            ) from exc
-        raise
 
 
 def load(client: MlflowClient, ref: ModelRef, *, scoring_process: bool = False) -> LoadedModel:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from training.settings import PRODUCTION_MODEL_URI, tracking_uri_field
+from emotitrack.core.settings import PRODUCTION_MODEL_URI, tracking_uri_field
 
 
 class ServingSettings(BaseSettings):

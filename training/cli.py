@@ -15,14 +15,14 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
+from emotitrack.core.options import EXIT_BAD_INPUT, parse_bool, parse_int, report_invalid_settings
+from emotitrack.core.progress import configure_logging
 from training.data import DataError
 from training.model import Hyperparameters
 from training.presets import AUTO, PRESET_CHOICES, PRESETS, hyperparameters_for, resolve_preset
-from training.progress import configure_logging
 from training.registry import GATE_METRICS, PromotionError, PromotionRefused
 from training.settings import TrainingSettings
 
-EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 3
 EXIT_UNREACHABLE = 4
 
@@ -45,26 +45,6 @@ HYPERPARAMETER_HELP = {
 }
 
 
-def parse_int(value: str) -> int:
-    """An integer, also written as a float (MLproject passes ``float`` parameters as ``42.0``)."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if not number.is_integer():
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
-    return int(number)
-
-
-def parse_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
 def add_commands(commands: argparse._SubParsersAction, settings: TrainingSettings) -> None:
     """Register the training commands on a parser (shared by ``emotitrack`` and ``python -m training``)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -80,7 +60,7 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
     _add_split_options(train, settings)
     _add_hyperparameter_options(train)
     _add_promote_options(train, "promote the new version afterwards")
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_guarded(_train, settings))
 
     search = commands.add_parser(
         "search",
@@ -119,7 +99,7 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
     )
     _add_promote_options(search, "promote the best afterwards")
     _add_hyperparameter_options(search)
-    search.set_defaults(handler=_search)
+    search.set_defaults(handler=_guarded(_search, settings))
 
     promote = commands.add_parser(
         "promote",
@@ -152,7 +132,7 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
         help="gate metric, one where higher is better: " + ", ".join(GATE_METRICS),
     )
     promote.add_argument("--reason", default="", help="why: recorded on the version")
-    promote.set_defaults(handler=_promote)
+    promote.set_defaults(handler=_guarded(_promote, settings))
 
     fetch = commands.add_parser(
         "fetch-imdb",
@@ -161,7 +141,7 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
     )
     fetch.add_argument("source", help="path or URL of aclImdb_v1.tar.gz")
     fetch.add_argument("--out", type=Path, default=Path("data/imdb"), help="output folder")
-    fetch.set_defaults(handler=_fetch_imdb)
+    fetch.set_defaults(handler=_guarded(_fetch_imdb, settings))
 
 
 def _add_promote_options(parser: argparse.ArgumentParser, help_promote: str) -> None:
@@ -397,36 +377,28 @@ def _fetch_imdb(args: argparse.Namespace, settings: TrainingSettings) -> int:
     return 0
 
 
-def run_command(args: argparse.Namespace, settings: TrainingSettings) -> int:
-    """Run the chosen command; turn expected failures into one line and an exit code."""
-    configure_logging(getattr(args, "verbose", False))
-    try:
-        code: int = args.handler(args, settings)
-    except PromotionRefused as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except ValidationError as exc:  # before DataError's ValueError kin: its own one-line form
-        return report_invalid_settings(exc)
-    except (DataError, PromotionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except MlflowException as exc:
-        print(f"error: MLflow at {settings.tracking_uri}: {exc.message}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    return code
+def _guarded(
+    command: Callable[[argparse.Namespace, TrainingSettings], int], settings: TrainingSettings
+) -> Callable[[argparse.Namespace], int]:
+    """The command with its settings bound and expected failures turned into one line and an
+    exit code."""
 
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args, settings)
+        except PromotionRefused as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except ValidationError as exc:  # before DataError's ValueError kin: its own form
+            return report_invalid_settings(exc)
+        except (DataError, PromotionError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except MlflowException as exc:
+            print(f"error: MLflow at {settings.tracking_uri}: {exc.message}", file=sys.stderr)
+            return EXIT_UNREACHABLE
 
-def report_invalid_settings(exc: ValidationError, from_environment: bool = False) -> int:
-    """A pydantic validation error as one line (the setting, its value, what is wrong) and exit
-    code 2: a traceback would bury which value to fix."""
-    problems = []
-    for error in exc.errors():
-        name = ".".join(str(part) for part in error["loc"])
-        if from_environment:
-            name = f"EMOTITRACK_{name.upper()}"
-        problems.append(f"{name}={error['input']!r}: {error['msg']}")
-    print(f"error: invalid setting {'; '.join(problems)}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return run
 
 
 def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
@@ -446,4 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(settings)
     except ValidationError as exc:  # a bad EMOTITRACK_* variable: one line, not a traceback
         return report_invalid_settings(exc, from_environment=True)
-    return run_command(parser.parse_args(argv), settings)
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    code: int = args.handler(args)
+    return code

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from emotitrack.core.progress import log, step
 from training.data import DataError
-from training.progress import log, step
 
 # aclImdb/<split>/<pos|neg>/<id>_<rating>.txt ; unsup/ and other files are ignored.
 MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from emotitrack.core.progress import log, step
 from training.data import (
     LABEL,
     TEXT,
@@ -31,7 +32,6 @@ from training.data import (
     text_fingerprints,
 )
 from training.evaluate import score
-from training.progress import log, step
 from training.settings import TrainingSettings
 
 PRODUCTION_ALIAS = "production"

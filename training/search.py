@@ -24,9 +24,9 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from emotitrack.core.progress import log
 from training.data import LABEL, TEXT, DataError, Splits
 from training.model import Hyperparameters, build_pipeline
-from training.progress import log
 from training.settings import TrainingSettings
 from training.train import (
     TrainingResult,

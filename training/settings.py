@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODEL_NAME = "emotitrack-sentiment"
-PRODUCTION_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@production"
+from emotitrack.core.settings import DEFAULT_MODEL_NAME, tracking_uri_field
+
 # The gate keeps the better version, so only metrics where higher is better (not log_loss or
 # ece); training.registry.GATE_METRICS names the same ones (it imports these settings).
 GateMetric = Literal["accuracy", "f1_macro", "recall_macro", "roc_auc"]
-
-
-def tracking_uri_field() -> Any:
-    """The tracking URI setting every part shares: MLflow's own MLFLOW_TRACKING_URI first."""
-    return Field(
-        "sqlite:///mlflow.db",
-        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "EMOTITRACK_TRACKING_URI"),
-        description="MLflow tracking/registry URI; embedded SQLite in the working folder by default.",
-    )
 
 
 class TrainingSettings(BaseSettings):

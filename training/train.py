@@ -20,6 +20,8 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
+from emotitrack.core.progress import log, step
+from emotitrack.core.reference import REFERENCE_ARTIFACT
 from training.behaviour import markdown_table, report, run_checks
 from training.data import (
     LABEL,
@@ -46,8 +48,7 @@ from training.model import (
     strongest_ngrams,
     vectorizers,
 )
-from training.progress import log, step
-from training.reference import REFERENCE_ARTIFACT, build_reference
+from training.reference import build_reference
 from training.scoring import compile_scorer
 from training.settings import TrainingSettings
 

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from serving.prediction_log import PredictionReader
+from emotitrack.core.prediction_log import PredictionReader
 from tests.conftest import REPO
 from tests.servers import free_port
 

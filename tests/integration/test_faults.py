@@ -18,7 +18,7 @@ import yaml
 from mlflow import MlflowClient
 
 from benchmarks.soak import Registry, SoakConfig, run_soak, train_two_versions
-from serving.prediction_log import PredictionReader
+from emotitrack.core.prediction_log import PredictionReader
 from tests.integration.conftest import start_api
 from tests.integration.test_serving_lifecycle import Traffic, wait_until
 from tests.servers import ApiServer, MlflowServer

@@ -11,7 +11,7 @@ import httpx
 import mlflow
 import pytest
 
-from serving.prediction_log import PredictionReader
+from emotitrack.core.prediction_log import PredictionReader
 from tests.integration.conftest import start_api
 from tests.servers import ApiServer
 

@@ -15,7 +15,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from serving.prediction_log import PredictionLog, PredictionReader
+from emotitrack.core.prediction_log import PredictionReader
+from serving.prediction_log import PredictionLog
 from tests.conftest import REPO
 from tests.integration.conftest import Registry, make_registry, start_api
 from tests.servers import pushgateway

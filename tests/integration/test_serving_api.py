@@ -15,7 +15,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from serving.prediction_log import PredictionReader
+from emotitrack.core.prediction_log import PredictionReader
 from tests.integration.conftest import Registry, make_registry, start_api
 from tests.servers import ApiServer
 from training.train import TrainingResult

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from serving.prediction_log import PredictionReader
+from emotitrack.core.prediction_log import PredictionReader
 from tests.servers import ApiServer, mlflow_server, postgres_cluster
 from training.model import Hyperparameters
 from training.registry import promote

@@ -15,8 +15,8 @@ import httpx
 import mlflow
 import pytest
 
-from serving.descriptors import DESCRIPTOR_COLUMNS, TextDescriber
-from serving.prediction_log import PredictionReader
+from emotitrack.core.descriptors import DESCRIPTOR_COLUMNS, TextDescriber
+from emotitrack.core.prediction_log import PredictionReader
 from tests.integration.conftest import Registry, make_registry, start_api
 from tests.servers import ApiServer
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from emotitrack.core.reference import REFERENCE_COLUMNS, load_reference
 from tests.conftest import write_sample
 from training.behaviour import default_checks
 from training.data import DataError
 from training.model import Hyperparameters
 from training.presets import PRESETS
-from training.reference import REFERENCE_COLUMNS, load_reference
 from training.settings import TrainingSettings
 from training.train import TrainingResult, train
 

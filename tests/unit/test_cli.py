@@ -13,8 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from emotitrack.cli import main
+from emotitrack.core.options import parse_bool, parse_int
 from training.cli import main as training_main
-from training.cli import parse_bool, parse_int
 from training.model import Hyperparameters
 from training.registry import GATE_METRICS
 from training.settings import GateMetric, TrainingSettings

@@ -10,7 +10,7 @@ import pytest
 from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from training import features
+from emotitrack.core import text as features
 from training.features import (
     WORD_PATTERN,
     LeanTfidfVectorizer,

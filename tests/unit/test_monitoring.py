@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sklearn.pipeline import Pipeline
 
 from emotitrack.cli import build_parser, main
+from emotitrack.core.descriptors import TextDescriber, describe_texts
 from monitoring import job
 from monitoring.descriptors import describe_window, with_descriptors
 from monitoring.drift import (
@@ -25,7 +26,6 @@ from monitoring.drift import (
 )
 from monitoring.job import DeliveryError, write_index
 from monitoring.settings import MonitoringSettings
-from serving.descriptors import TextDescriber, describe_texts
 from training.model import Hyperparameters, build_pipeline
 from training.settings import TrainingSettings
 

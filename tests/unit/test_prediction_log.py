@@ -13,14 +13,14 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from serving.prediction_log import (
-    PredictionLog,
+from emotitrack.core.prediction_log import (
     PredictionReader,
     PredictionRecord,
     create_store_engine,
     new_request_id,
     redacted_url,
 )
+from serving.prediction_log import PredictionLog
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:9/nothing"  # port 9 (discard): connection refused
 

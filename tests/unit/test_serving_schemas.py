@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from serving.prediction_log import new_request_id
+from emotitrack.core.prediction_log import new_request_id
 from serving.schemas import FeedbackRequest, text_problem
 
 
