@@ -24,6 +24,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.pyfunc import PyFuncModel
 
+from emotitrack.core.descriptors import TextDescriber
 from emotitrack.core.registry import ModelRef, ModelUnavailable, resolve
 from serving.scoring_process import ScoringProcess
 from training.model import PROBABILITY_PREFIX, SentimentModel, explain, probabilities
@@ -57,6 +58,11 @@ class LoadedModel:
     @property
     def version(self) -> str:
         return self.ref.version or self.ref.run_id or "unversioned"
+
+    def text_describer(self) -> TextDescriber:
+        """The descriptors of texts as this model tokenizes them (only needed, and so only
+        built, when the log may not keep texts)."""
+        return TextDescriber.for_pipeline(self.pipeline)
 
     @property
     def name(self) -> str:
