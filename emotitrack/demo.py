@@ -123,7 +123,7 @@ def _mlflow_ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
 
 
 def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # MLflow server: 2 processes instead of 15 without its job runner.
+    # The MLflow server's job runner starts many processes the demo never uses.
     env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.Popen(command, env=env)  # noqa: S603 - fixed commands, our own interpreter
 

@@ -41,7 +41,8 @@ class ColumnDrift:
 
 @dataclass
 class DriftSummary:
-    """What the JSON summary holds (schema documented in the README; bump SCHEMA_VERSION on change)."""
+    """What ``summary.json`` holds (documented in docs/monitoring.md; bump SCHEMA_VERSION on an
+    incompatible change)."""
 
     generated_at: str
     window: dict[str, Any]

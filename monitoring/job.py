@@ -15,8 +15,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from sklearn.pipeline import Pipeline
 
+from emotitrack.core import model_format
 from emotitrack.core.descriptors import TextDescriber
 from emotitrack.core.prediction_log import PredictionReader, redacted_url
 from emotitrack.core.progress import step
@@ -78,12 +78,11 @@ def run_monitoring(
     with step("reading the current window from the prediction log"):
         current = _current(settings, window, None if all_versions else ref.version)
     with step(f"loading {ref.load_uri} for its vocabulary"):
-        describer = TextDescriber.for_pipeline(_pipeline(ref))
+        describer = _describer(ref)
     reference = reference.rename(columns={"label": "true_label"})
     current = current.rename(columns={"label": "predicted_label"})
-    # The report runs on seeded samples of at most max_report_rows per side (100k rows took
-    # 67-112 s in full, 14-17 s sampled, same verdicts: benchmarks/DRIFT.md); the summary's
-    # counts, label shares, confidences and quality use every row.
+    # Seeded samples bound the report's time with the same verdicts (docs/benchmarks.md); the
+    # summary's counts, label shares, confidences and quality use every row.
     report_reference = with_descriptors(_sample(reference, settings.max_report_rows), describer)
     report_current = describe_window(_sample(current, settings.max_report_rows), describer)
     # Without every text (EMOTITRACK_STORE_TEXT=false for some or all of the window) the text
@@ -183,13 +182,16 @@ def _current(settings: MonitoringSettings, window: Window, version: str | None) 
     return current
 
 
-def _pipeline(ref: ModelRef) -> Pipeline:
-    try:
-        model = mlflow.pyfunc.load_model(ref.load_uri)
-    except (OSError, mlflow.exceptions.MlflowException) as exc:
-        raise MonitoringError(f"cannot load {ref.load_uri}: {_first_line(exc)}") from exc
-    pipeline: Pipeline = model.unwrap_python_model().pipeline
-    return pipeline
+def _describer(ref: ModelRef) -> TextDescriber:
+    """Descriptors as the served model computes them: its tokenizer and vocabulary when it is in
+    the model format, else (another model, a version from before the format) the default."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            files = model_format.logged_files(model_format.download(ref.load_uri, Path(tmp)))
+            scorer = model_format.read_files(files) if files is not None else None
+        except (OSError, ValueError, mlflow.exceptions.MlflowException) as exc:
+            raise MonitoringError(f"cannot load {ref.load_uri}: {_first_line(exc)}") from exc
+    return TextDescriber.for_model(scorer)
 
 
 def _summarise(

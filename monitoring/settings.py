@@ -24,7 +24,9 @@ class MonitoringSettings(BaseSettings):
     )
     tracking_uri: str = tracking_uri_field()
     prediction_log_url: str = Field(
-        "sqlite:///predictions.db", description="Prediction log written by serving."
+        "sqlite:///predictions.db",
+        description="Prediction log the API writes (SQLAlchemy URL); the current window is read "
+        "from it.",
     )
     window_hours: float = Field(
         24.0, gt=0, description="Current window: the last N hours of traffic."
@@ -37,7 +39,9 @@ class MonitoringSettings(BaseSettings):
         # Above 1,000 reference rows Evidently picks the tests the drift share was calibrated
         # with (absolute text drift, Wasserstein, Jensen-Shannon); at 1,000 or fewer, others.
         gt=1_000,
-        description="Rows per side the drift report samples (seeded); 100k rows in full took over 60 s.",
+        description="Rows per side the drift report samples (seeded), which bounds its time and "
+        "memory; counts, label shares and quality use every row. Above 1,000, where Evidently "
+        "would switch to other tests.",
     )
     min_feedback: int = Field(
         50, ge=1, description="Feedback labels needed to report model quality."
@@ -47,8 +51,7 @@ class MonitoringSettings(BaseSettings):
         gt=0,
         le=1,
         description="Dataset drift when at least this share of the 7 monitored columns drifted "
-        "(0.4: three). Chosen with benchmarks/drift_detection.py: 1-2% false alarms on IMDB "
-        "windows, 90-92% detection with 10% product reviews mixed in (0.5: 61-67%).",
+        "(0.4: three); chosen with benchmarks/drift_detection.py (docs/benchmarks.md).",
     )
     reports_dir: Path = Field(
         Path("reports"), description="Where HTML/JSON reports and the index go."

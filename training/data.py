@@ -92,10 +92,8 @@ def _data_files(path: Path) -> list[Path]:
 def _read_table(file: Path) -> pd.DataFrame:
     try:
         if file.suffix.lower() == ".parquet":
-            # Single-threaded: Arrow's decoding threads, torn down at interpreter exit, aborted
-            # the process (SIGABRT, "terminate called without an active exception") in ~8 % of
-            # `emotitrack train` runs that stopped soon after reading (apache/arrow#34314); 0 of
-            # 110 without them. Reading is no slower for these files.
+            # Single-threaded: Arrow's decoding threads, torn down at interpreter exit, can abort
+            # a process that stops soon after reading (SIGABRT, apache/arrow#34314).
             return pd.read_parquet(file, use_threads=False)
         return pd.read_csv(file)
     except Exception as exc:  # any reader failure means the same thing to the user

@@ -14,22 +14,15 @@ from pathlib import Path
 from training.model import Hyperparameters
 
 PRESETS: dict[str, Hyperparameters] = {
-    # Long reviews: word 1-3-grams with negation marking, NB scaling (NBSVM-style), C=100: the
-    # best of `emotitrack search` on IMDB train (3-fold CV accuracy 0.9144 ± 0.002, 16 of 32
-    # candidates; next 0.9111); validation accuracy 0.921; "not good" → negative in every
-    # behavioural case (0.56 without negation marking).
+    # Long reviews: the best of `emotitrack search` on IMDB train (the defaults). Why each preset
+    # was chosen, with its validation figures: docs/training.md#presets.
     "imdb": Hyperparameters(),
-    # Short, PTB-tokenised sentences trained on phrases: word 1-2-grams with negation marking, NB
-    # scaling, min_df 3, C=4: validation accuracy 0.846 at 1.15-1.21x the default pipeline's
-    # single-text latency. The best validation accuracy overall, 0.852, had character 2-5-grams
-    # too, but every configuration with character n-grams took 1.8-2.25x (the budget is 2x), and
-    # words 1-2 alone beat words 1-2 with characters (0.841-0.842); C 2/4/8/16: 0.837/0.846/
-    # 0.846/0.836; words 1-3: 0.838-0.839. The temperature is fitted on the validation
-    # *sentences*: fitted on out-of-fold training phrases it left the test ECE at 0.083.
+    # Short sentences trained on phrases: the best validation accuracy within the 2x latency
+    # budget (character n-grams scored higher but cost more). The temperature is fitted on the
+    # validation *sentences*: fitted on training phrases it was miscalibrated on sentences.
     "sst2": Hyperparameters(ngram_max=2, min_df=3, C=4.0, calibrate_on="validation"),
     # Three-class tweets: character n-grams for spelling variants, balanced class weights for the
-    # task's macro-averaged recall, no NB scaling (binary only); validation average recall 0.672
-    # (0.631 on a chronological split: trained to 2016-dev, validated on the 2016 test tweets).
+    # task's macro-averaged recall, no NB scaling (binary only).
     "semeval": Hyperparameters(
         ngram_max=3,
         char_ngram_max=5,

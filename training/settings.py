@@ -36,7 +36,10 @@ class TrainingSettings(BaseSettings):
     experiment: str = Field(
         "emotitrack-training", description="MLflow experiment for training runs."
     )
-    model_name: str = Field(DEFAULT_MODEL_NAME, description="Registered model that runs version.")
+    model_name: str = Field(
+        DEFAULT_MODEL_NAME,
+        description="Registered model each run adds a version to; promotion acts on it.",
+    )
     min_rows: int = Field(100, ge=2, description="Fewest training rows accepted.")
     seed: int = Field(42, description="Seed for splits, sampling and the classifier.")
     validation_fraction: float = Field(
