@@ -1,250 +1,94 @@
-"""The FastAPI app: factory + lifespan around a ModelStore, a MicroBatcher and a PredictionLog."""
+"""The API: ``create_app()`` builds a FastAPI app around one ``Service`` (uvicorn runs it with
+``factory=True``), joins the routers, and installs the middleware and the error handlers."""
 
-# No `from __future__ import annotations` here: FastAPI reads the request models of the routes
-# from their annotations, and those models are built per app (configured limits) in a closure.
-
-import asyncio
-import hashlib
+import gc
 import logging
-import time
-from collections import Counter
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from fastapi import HTTPException
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from emotitrack.core.descriptors import TextDescriber
-from emotitrack.core.prediction_log import PredictionRecord, new_request_id
-from serving.batching import MicroBatcher
-from serving.metrics import ServingMetrics, build_metrics
-from serving.model_store import LoadedModel, ModelStore
-from serving.prediction_log import PredictionLog
-from serving.schemas import (
-    ErrorResponse,
-    text_problem,
-)
+from serving import VERSION
+from serving.guards import ApiKeyGuard, ApiKeys, BodySizeLimit, RequestTimeout, document_api_keys
+from serving.http_errors import EXCEPTION_HANDLERS
+from serving.middleware import MetricsMiddleware
+from serving.routes import admin, feedback, health, invocations, metrics, predictions
+from serving.service import Service
 from serving.settings import ServingSettings
 
 log = logging.getLogger("emotitrack.serving")
-VERSION = "0.1.0"
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed body (not JSON, not a known payload)."},
-    408: {
-        "model": ErrorResponse,
-        "description": "Body not received within EMOTITRACK_REQUEST_TIMEOUT_S.",
-    },
-    413: {"model": ErrorResponse, "description": "Body larger than the configured limit."},
-    415: {
-        "model": ErrorResponse,
-        "description": "Body sent without Content-Type: application/json.",
-    },
-    422: {
-        "model": ErrorResponse,
-        "description": "Invalid field: wrong type, empty or too long text, too many texts.",
-    },
-    503: {
-        "model": ErrorResponse,
-        "description": "No model loaded yet (none promoted, or registry down), or the request "
-        "was not answered within EMOTITRACK_REQUEST_TIMEOUT_S.",
-    },
-}
 
 
-class Service:
-    """Everything a request needs, built by the lifespan; one per app."""
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    settings = settings or ServingSettings()
+    _log_to_stderr()
 
-    def __init__(self, settings: ServingSettings) -> None:
-        self.settings = settings
-        self.metrics: ServingMetrics = build_metrics()
-        self.store = ModelStore(
-            settings.model_uri,
-            settings.tracking_uri,
-            self._record_outcome,
-            scoring_process=settings.scoring_process,
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = Service(settings)
+        app.state.service = service
+        await service.start()
+        _collect_garbage_rarely()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    routers = [
+        health.router,
+        predictions.router(settings),
+        invocations.router,
+        feedback.router,
+        metrics.router,
+        admin.router,
+    ]
+    # NB: their routes, not app.include_router(): FastAPI matches an included router through
+    # an extra layer on every request.
+    app = FastAPI(
+        title="EmotiTrack",
+        version=VERSION,
+        description="Sentiment analysis with the Production model from the MLflow registry.",
+        routes=[route for router in routers for route in router.routes],
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    route_paths = {path for route in app.routes if (path := getattr(route, "path", None))}
+    # Added innermost first. Outermost to innermost: CORS (answers preflights, labels every
+    # answer), metrics (count refusals too), timeout, size limit, API key, routes.
+    keys = ApiKeys(settings.api_keys)
+    if keys:
+        app.add_middleware(ApiKeyGuard, keys=keys)
+        document_api_keys(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestTimeout, timeout_s=settings.request_timeout_s)
+    app.add_middleware(MetricsMiddleware, routes=route_paths)
+    if settings.cors_origins:  # closed by default: no CORS headers, browsers refuse
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+            max_age=600,
         )
-        self.in_flight = 0  # HTTP requests being handled (MetricsMiddleware counts them)
-        self.batcher = MicroBatcher(
-            window_ms=settings.batch_window_ms,
-            max_batch=settings.max_model_batch,
-            in_flight=lambda: self.in_flight,
-        )
-        self.prediction_log = PredictionLog(
-            settings.prediction_log_url,
-            settings.spill_dir,
-            flush_interval_s=settings.log_flush_interval_s,
-            flush_rows=settings.log_flush_rows,
-            buffer_rows=settings.log_buffer_rows,
-        )
-        self._synced = {"written": 0, "spilled": 0, "dropped": 0, "replayed": 0}
-        # model version -> its describer, loading or loaded (only without stored texts)
-        self._describers: dict[str, asyncio.Task[TextDescriber]] = {}
-
-    def _record_outcome(self, outcome: str, model: LoadedModel | None) -> None:
-        self.metrics.reloads.labels(outcome=outcome).inc()
-        self.metrics.model_loaded.set(1 if model is not None else 0)
-        if model is not None:
-            version = float(model.version) if model.version.isdigit() else 0.0
-            self.metrics.model_version.labels(model_name=model.name).set(version)
-            self.metrics.model_load_seconds.set(model.load_seconds)
-
-    def model(self) -> LoadedModel:
-        model = self.store.current
-        if model is None:
-            raise HTTPException(
-                503,
-                detail=f"no model loaded: {self.store.status.last_error or 'starting up'}; "
-                "promote a version (emotitrack promote) and retry",
-            )
-        return model
-
-    async def predict(
-        self, texts: list[str], endpoint: str, *, explain: bool = False
-    ) -> tuple[LoadedModel, list[dict[str, Any]]]:
-        """One result per text, shaped as ``Prediction``; every one queued for the prediction log.
-
-        The records are queued last, once the whole answer is computed: a request refused, failed
-        or cancelled by its timeout before then leaves no logged prediction its client never got
-        (only a timeout while the answer is being sent still can).
-
-        Plain dicts, serialised once by orjson: validating our own output through pydantic again
-        was a measurable share of a single prediction's cost."""
-        model = self.model()
-        explainer = model.explain
-        if explain and explainer is None:
-            raise HTTPException(
-                400,
-                detail=f"model version {model.version} cannot explain its predictions (not an "
-                'EmotiTrack pipeline); send "explain": false',
-            )
-        started = time.perf_counter()
-        proba = await self.batcher.score(model.score, texts)
-        latency_ms = (time.perf_counter() - started) * 1000
-        explanations = await asyncio.to_thread(explainer, texts) if explain and explainer else None
-        stored_texts: list[str | None] = (
-            [None] * len(texts) if not self.settings.store_text else list(texts)
-        )
-        hashes, descriptors = await self._hashes_and_descriptors(model, texts)
-        now = datetime.now(UTC)
-        classes = model.classes
-        best = proba.argmax(axis=1).tolist()
-        confidences = []
-        predictions, records = [], []
-        for i, (text, text_sha256, described, row, index) in enumerate(
-            zip(stored_texts, hashes, descriptors, proba.tolist(), best, strict=True)
-        ):
-            confidences.append(row[index])
-            probabilities = dict(zip(classes, row, strict=True))
-            request_id = new_request_id()
-            predictions.append(
-                {
-                    "sentiment": classes[index],
-                    "confidence": row[index],
-                    "probabilities": probabilities,
-                    "model_version": model.version,
-                    "request_id": request_id,
-                }
-            )
-            if explanations is not None:
-                predictions[-1]["explanation"] = explanations[i]
-            records.append(
-                PredictionRecord(
-                    request_id=request_id,
-                    created_at=now,
-                    text=text,
-                    label=classes[index],
-                    confidence=row[index],
-                    probabilities=probabilities,
-                    model_name=model.name,
-                    model_version=model.version,
-                    latency_ms=latency_ms,
-                    endpoint=endpoint,
-                    text_sha256=text_sha256,
-                    descriptors=described,
-                )
-            )
-        self.prediction_log.submit(records)
-        self._count(model, confidences, best)
-        return model, predictions
-
-    async def _hashes_and_descriptors(
-        self, model: LoadedModel, texts: list[str]
-    ) -> tuple[list[str | None], list[dict[str, float] | None]]:
-        """What the log keeps instead of the texts when it may not keep them; None each
-        otherwise. In a thread: 1,000 texts of 20,000 characters take seconds, during which
-        the event loop would answer nothing, not even /health."""
-        if self.settings.store_text:
-            return [None] * len(texts), [None] * len(texts)
-        # shielded: a request that times out must not cancel the load others wait for
-        describer = await asyncio.shield(self.describer(model))
-        return await asyncio.to_thread(hash_and_describe, describer, texts)
-
-    def describer(self, model: LoadedModel) -> asyncio.Task[TextDescriber]:
-        """The descriptors' tokenizer and vocabulary of ``model``, built once per version in a
-        thread."""
-        task = self._describers.get(model.version)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(model.text_describer))
-            self._describers = {model.version: task}  # older versions' describers go
-        return task
-
-    def _count(self, model: LoadedModel, confidences: list[float], best: list[int]) -> None:
-        # Plain Python: np.unique and per-call label lookups were ~10% of a single prediction.
-        self.metrics.log_queued.inc(len(best))
-        for index, count in Counter(best).items():
-            self.metrics.predictions.labels(
-                label=model.classes[index], model_version=model.version
-            ).inc(count)
-        for confidence in confidences:
-            self.metrics.confidence.observe(confidence)
-
-    def check_texts(self, texts: list[str]) -> None:
-        limit = self.settings.max_text_chars
-        for i, text in enumerate(texts):
-            where = f"text {i}" if len(texts) > 1 else "text"
-            problem = text_problem(text)
-            if problem:
-                raise HTTPException(422, detail=f"{where} {problem}")
-            if len(text) > limit:
-                raise HTTPException(
-                    422, detail=f"{where} has {len(text)} characters; the limit is {limit}"
-                )
-        if len(texts) > self.settings.max_batch_texts:
-            raise HTTPException(
-                422,
-                detail=f"{len(texts)} texts; at most {self.settings.max_batch_texts} per request, split the batch",
-            )
-
-    def sync_log_metrics(self) -> None:
-        """Carry the prediction log's counters into Prometheus counters (as increments)."""
-        counters = self.prediction_log.counters
-        for name, metric in (
-            ("written", self.metrics.log_written),
-            ("spilled", self.metrics.log_spilled),
-            ("dropped", self.metrics.log_dropped),
-            ("replayed", self.metrics.log_replayed),
-        ):
-            value = getattr(counters, name)
-            if value > self._synced[name]:
-                metric.inc(value - self._synced[name])
-                self._synced[name] = value
-        self.metrics.log_queue_depth.set(self.prediction_log.queue_depth())
-        self.metrics.log_store_up.set(1 if counters.store_up else 0)
-        self.metrics.scoring_process_up.set(
-            1 if scoring_place(self.store.current) == "process" else 0
-        )
+    return app
 
 
-def scoring_place(model: LoadedModel | None) -> str | None:
-    if model is None:
-        return None
-    return "process" if model.scoring is not None and model.scoring.in_child else "in-process"
+def _collect_garbage_rarely() -> None:
+    """`emotitrack serve` starts with the collector off (serving.cli): what start-up built is
+    frozen first, so the collector never walks it; then the youngest generation is collected
+    less often, since every request allocates many short-lived objects (model loads freeze
+    the heap again: model_store.freeze_long_lived_objects)."""
+    gc.freeze()
+    gc.set_threshold(50_000)
+    gc.enable()
 
 
-def hash_and_describe(
-    describer: TextDescriber, texts: list[str]
-) -> tuple[list[str | None], list[dict[str, float] | None]]:
-    """Each text's SHA-256 and descriptors."""
-    hashes: list[str | None] = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
-    descriptors: list[dict[str, float] | None] = [describer.describe_one(t) for t in texts]
-    return hashes, descriptors
+def _log_to_stderr() -> None:
+    """Our INFO lines (model loaded, store up/down) next to uvicorn's; runs in every worker."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False

@@ -12,11 +12,9 @@ from typing import Any
 
 import orjson
 
+from serving.errors import PayloadError
+
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-
-
-class PayloadError(ValueError):
-    """The payload is not one of the accepted formats; the message says what is expected."""
 
 
 def texts_from_payload(body: bytes, content_type: str) -> list[str]:

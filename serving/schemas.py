@@ -46,9 +46,22 @@ def _classifiable(text: str) -> str:
     return text
 
 
+class PredictRequest(Strict):
+    """What ``/predict`` reads; the app validates with ``request_models``' subclass."""
+
+    text: str
+    explain: bool = False
+
+
+class BatchRequest(Strict):
+    """What ``/predict/batch`` reads; the app validates with ``request_models``' subclass."""
+
+    texts: list[str]
+
+
 def request_models(
     max_text_chars: int, max_batch_texts: int
-) -> tuple[type[BaseModel], type[BaseModel]]:
+) -> tuple[type[PredictRequest], type[BatchRequest]]:
     """``PredictRequest`` and ``BatchRequest`` with the configured limits in their schema, so the
     OpenAPI document states what the server accepts."""
     text = Annotated[
@@ -63,7 +76,7 @@ def request_models(
     ]
     predict = create_model(
         "PredictRequest",
-        __base__=Strict,
+        __base__=PredictRequest,
         text=(text, ...),
         explain=(
             StrictBool,
@@ -76,7 +89,7 @@ def request_models(
     )
     batch = create_model(
         "BatchRequest",
-        __base__=Strict,
+        __base__=BatchRequest,
         texts=(
             list[text],
             Field(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving.invocations import PayloadError, texts_from_payload
+from serving.errors import PayloadError
+from serving.invocations import texts_from_payload
 
 JSON = "application/json"
 
