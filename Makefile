@@ -12,13 +12,16 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck pytest
 
+# Line and branch coverage of our packages, the servers and CLIs the tests start included
+# ([tool.coverage.*] in pyproject.toml); below its fail_under the run fails.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-report=html
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit -q -r training serving monitoring emotitrack --severity-level medium
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -41,15 +44,21 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m compileall -q training serving monitoring emotitrack >/dev/null
 	touch $@
 
-# Re-pin after changing dependencies in pyproject.toml: the full lock (dev tools included),
-# the runtime lock the container image installs, and requirements.txt (the runtime pins without
-# hashes, for installers that check none: Heroku's Python buildpack, conda.yaml's pip).
+# Re-pin after changing dependencies in pyproject.toml. The full lock (every part and the dev
+# tools: what the tests run on) is resolved first; the profile locks are constrained to it, so
+# every image runs the versions the tests ran:
+#   requirements-runtime.lock  serving + training + monitoring (the jobs image, mlflow server)
+#   requirements-serving.lock  the API image
+# then requirements.txt / requirements-runtime.txt: the same pins without hashes, for installers
+# that check none (Heroku's Python buildpack: the API; conda.yaml's pip: MLproject's jobs).
+COMPILE = $(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes \
+	--no-strip-extras --custom-compile-command "make lock"
 lock:
 	test -x $(BIN)/uv || ($(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv==$(UV_VERSION))
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --no-strip-extras \
-		--custom-compile-command "make lock" -o requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --no-strip-extras \
-		--custom-compile-command "make lock" -o requirements-runtime.lock
+	$(COMPILE) --extra dev -o requirements.lock
+	$(COMPILE) --extra serving --extra training --extra monitoring -c requirements.lock \
+		-o requirements-runtime.lock
+	$(COMPILE) --extra serving -c requirements.lock -o requirements-serving.lock
 	$(BIN)/python scripts/requirements_txt.py
 
 clean:

@@ -32,7 +32,7 @@ side (a registered variant of Evidently's absolute text-content drift test). Bot
 drawn with replacement from the whole IMDB test split (training texts would be memorised by the
 model and shift the confidence column); the second scenario mixes in 20 % product reviews.
 
-Run ``python benchmarks/drift_detection.py --help`` for the flags.
+Run ``python -m benchmarks.drift_detection --help`` from the repository's root for the flags.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ from evidently.legacy.utils.data_drift_utils import calculate_text_drift_score
 from evidently.presets import DataDriftPreset
 from sklearn.pipeline import Pipeline
 
+from harness import REPO
+from harness.data import shared_data_root
 from monitoring.descriptors import with_descriptors
 from monitoring.drift import (
     CATEGORICAL_COLUMNS,
@@ -76,7 +78,6 @@ from monitoring.drift import (
 from training.model import Hyperparameters, build_pipeline, prediction_table
 from training.reference import build_reference
 
-DEFAULT_DATA = Path("/work/shared/data")
 TRAINING_SEED = 42  # TrainingSettings.seed: seeds the classifier and the reference sample
 SHORT_NAMES = {
     "text": "text",
@@ -637,7 +638,8 @@ def speed_check(corpus: Corpus, pipeline: Pipeline, args: argparse.Namespace) ->
 def run_child(workdir: Path, current_file: str, strategy: Strategy, seed: int) -> dict:
     command = [
         sys.executable,
-        str(Path(__file__).resolve()),
+        "-m",
+        "benchmarks.drift_detection",
         "--speed-worker",
         str(workdir),
         "--speed-current-file",
@@ -649,8 +651,8 @@ def run_child(workdir: Path, current_file: str, strategy: Strategy, seed: int) -
         "--row-sample",
         str(strategy.row_sample),
     ]
-    done = subprocess.run(  # noqa: S603 - our own interpreter and script
-        command, check=True, capture_output=True, text=True
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        command, check=True, capture_output=True, text=True, cwd=REPO
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -789,11 +791,12 @@ def score_quantiles(scenarios: Sequence[Scenario], windows: dict[str, list[Windo
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.drift_detection",
         description="Benchmark EmotiTrack's drift detection (Evidently report of monitoring/) "
         "on windows with and without drift; optionally threshold variants and a speed check.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder")
+    parser.add_argument("--data", type=Path, default=shared_data_root(), help="shared data folder")
     parser.add_argument("--windows", type=int, default=40, help="windows per scenario")
     parser.add_argument("--window-size", type=int, default=500, help="texts per window")
     parser.add_argument("--seed", type=int, default=42, help="seed of the window draws")

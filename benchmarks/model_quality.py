@@ -2,21 +2,21 @@
 its data set, its test split evaluated once, beside the previous default pipeline (scikit-learn's
 uni+bigram TF-IDF + LogisticRegression) on the same splits.
 
-    .venv/bin/python benchmarks/model_quality.py [--data-root ../shared/data] [--only imdb]
+    python -m benchmarks.model_quality [--data-root ../shared/data] [--only imdb]
 
 Prints one table (data set, metric, published anchor, result, train time, model size, single-text
 latency and its ratio to the baseline's, ECE, and which of the issue's targets it misses) and
 writes it as JSON. Latency twice, ours and the baseline's timed alternately on the same 500 test
-texts, each once (medians), after both answered 1,000 other test texts: through the compiled
-scorer the API serves with, and through scikit-learn's ``predict_proba``. Everything runs against
-a throw-away SQLite MLflow store in a temporary folder.
+texts, each once (medians), after both answered 1,000 other test texts: through the scorer the
+API serves with, and through scikit-learn's ``predict_proba``. Everything runs against a
+throw-away SQLite MLflow store in a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -24,29 +24,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
 
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import Pipeline  # noqa: E402
-
-from emotitrack.core.progress import configure_logging  # noqa: E402
-from training.data import LABEL, TEXT, Splits  # noqa: E402
-from training.evaluate import score  # noqa: E402
-from training.model import prediction_table  # noqa: E402
-from training.presets import PRESETS  # noqa: E402
-from training.scoring import attach_ngram_indexes  # noqa: E402
-from training.settings import TrainingSettings  # noqa: E402
-from training.train import load_splits, single_text_predictor, train  # noqa: E402
+from benchmarks.scorers import Scorers, fitted_scorers
+from emotitrack.core.progress import configure_logging
+from harness.data import shared_data_root
+from training.data import LABEL, TEXT, Splits
+from training.evaluate import score
+from training.model import prediction_table
+from training.presets import PRESETS
+from training.settings import TrainingSettings
+from training.train import load_splits, train
 
 
 def default_pipeline(class_weight: str) -> Pipeline:
     """The pipeline this product shipped before the presets: scikit-learn's own uni+bigram
     TF-IDF (100k) + LogisticRegression(C=10), no normalisation, no calibration. Its steps are
-    named as ours, so the API's compiled scorer serves it too and latencies compare like for like."""
+    named as ours, so the API's scorer serves it too and latencies compare like for like."""
     return Pipeline(
         [
             ("features", TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_df=0.95,
@@ -62,7 +59,6 @@ def default_pipeline(class_weight: str) -> Pipeline:
 def fit_default_pipeline(splits: Splits, class_weight: str) -> tuple[Pipeline, dict[str, float]]:
     """The old default fitted on the same training split, and its test metrics."""
     pipeline = default_pipeline(class_weight).fit(splits.train[TEXT], splits.train[LABEL])
-    attach_ngram_indexes(pipeline)
     classes = [str(c) for c in pipeline.classes_]
     predictions = prediction_table(pipeline, splits.test[TEXT].tolist())
     metrics = {f"test_{k}": v for k, v in score(splits.test[LABEL], predictions, classes).items()}
@@ -70,25 +66,23 @@ def fit_default_pipeline(splits: Splits, class_weight: str) -> tuple[Pipeline, d
 
 
 def paired_latencies_ms(
-    ours: Pipeline, baseline: Pipeline, texts: list[str], warm_up: list[str], served: bool
+    ours: Scorers, baseline: Scorers, texts: list[str], warm_up: list[str], served: bool
 ) -> tuple[float, float]:
-    """Median single-text latency of both pipelines over ``texts``, each text timed once per
-    pipeline, alternately, each going first on every other text, so that both see the same
-    machine (here, other jobs come and go: timing one after the other gave ratios from 1.9 to
-    3.7 for the same two models). Both first answer ``warm_up`` one by one, as a running server
-    would have: the compiled scorer remembers the character n-grams of words it has seen, so
-    repeating the timed texts would flatter it."""
+    """Median single-text latency of both models over ``texts``, each text timed once per
+    model, alternately, each going first on every other text, so that both see the same machine
+    while other jobs come and go (README.md). Both first answer ``warm_up`` one by one, as a
+    running server would have: the served scorer remembers the character n-grams of words it
+    has seen, so repeating the timed texts would flatter it."""
     predict = {
-        "ours": single_text_predictor(ours, served),
-        "baseline": single_text_predictor(baseline, served),
+        name: scorers.served if served else scorers.predict_proba
+        for name, scorers in (("ours", ours), ("baseline", baseline))
     }
     for one in predict.values():
         for text in warm_up:
             one([text])
     timings: dict[str, list[float]] = {"ours": [], "baseline": []}
     for i, text in enumerate(texts):
-        # Who goes first alternates too: the first of two calls on a text was measured ~25 %
-        # slower whichever model it was.
+        # who goes first alternates too: the first of two calls on a text is the slower one
         for name in ("ours", "baseline") if i % 2 == 0 else ("baseline", "ours"):
             started = time.perf_counter()
             predict[name]([text])
@@ -151,12 +145,17 @@ def run(benchmark: Benchmark, data_root: Path, work: Path) -> dict[str, Any]:
     baseline_pipeline, baseline = fit_default_pipeline(
         splits, PRESETS[benchmark.preset].class_weight
     )
-    pipeline = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model().pipeline
+    ours_scorers, baseline_scorers = (
+        fitted_scorers(result.pipeline),  # the pipeline the registered format came from
+        fitted_scorers(baseline_pipeline),
+    )
     held_out = splits.test[TEXT].tolist()
     timed, warm_up = held_out[:TIMED_TEXTS], held_out[TIMED_TEXTS : TIMED_TEXTS + WARM_UP_TEXTS]
-    served, served_baseline = paired_latencies_ms(pipeline, baseline_pipeline, timed, warm_up, True)
+    served, served_baseline = paired_latencies_ms(
+        ours_scorers, baseline_scorers, timed, warm_up, True
+    )
     proba, proba_baseline = paired_latencies_ms(
-        pipeline, baseline_pipeline, timed, warm_up[:200], False
+        ours_scorers, baseline_scorers, timed, warm_up[:200], False
     )
     row: dict[str, Any] = {
         "data set": benchmark.folder,
@@ -189,12 +188,16 @@ def print_table(rows: list[dict[str, object]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.model_quality",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--data-root",
         type=Path,
-        default=Path(os.environ.get("EMOTITRACK_SHARED_DATA", REPO.parent / "shared" / "data")),
+        default=shared_data_root(),
+        help="shared data folder with imdb/, sst2/, semeval2017_task4a/ "
+        "(default: EMOTITRACK_SHARED_DATA or ../shared/data)",
     )
     parser.add_argument(
         "--only", choices=[b.preset for b in BENCHMARKS], action="append", help="run only these"
@@ -204,8 +207,8 @@ def main() -> int:
     configure_logging(False)
     out = args.out.resolve()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)  # MLflow writes local artifacts under the working folder
+    # MLflow writes local artifacts under the working folder
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         for benchmark in BENCHMARKS:
             if args.only and benchmark.preset not in args.only:
                 continue

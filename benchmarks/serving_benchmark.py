@@ -1,13 +1,13 @@
 """Serving benchmark: EmotiTrack's server against ``mlflow models serve`` on the same model.
 
-One run trains and promotes a model (or reuses a registry), then serves the Production model
+One run trains and promotes a model (or reuses a registry), then serves the production model
 ``models:/emotitrack-sentiment@production`` first with the peer (``mlflow models serve
 --env-manager local``) and then with our server (``python -m serving``, prediction log on), one at
 a time so they never compete for the cores. Both are driven by ``wrk`` on 127.0.0.1 with the same
 real IMDB test reviews (a seeded sample, not truncated), and a table of medians and ratios is
 printed. Results also go to ``<workdir>/benchmark.json``.
 
-Run ``python benchmarks/serving_benchmark.py --help`` for the flags.
+Run ``python -m benchmarks.serving_benchmark --help`` from the repository's root for the flags.
 """
 
 from __future__ import annotations
@@ -15,65 +15,44 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+import httpx
+import mlflow
+
+from benchmarks.scorers import registered_scorer
+from harness import REPO
+from harness.data import review_sample, shared_data_root
+from harness.processes import HOST, Server, free_port, rss_mib
+from harness.progress import say
+from harness.registries import make_registry
+from harness.servers import (
+    api_command,
+    api_environment,
+    mlflow_models_serve_command,
+    scrape_metrics,
+)
+from harness.wrk import Trial, run_wrk, write_bodies, write_script
+from training.model import Hyperparameters
+
 MODEL_NAME = "emotitrack-sentiment"
 MODEL_URI = f"models:/{MODEL_NAME}@production"
 BATCH_SIZE = 100
-HOST = "127.0.0.1"  # the only address this benchmark ever targets
-
-# Lua for wrk: every thread loads the pre-built bodies (one JSON document per line) and rotates
-# through them from its own offset; done() prints one machine-readable line.
-WRK_SCRIPT = r"""
-local prepared = {}
-local counter = 0
-local threads_made = 0
-
-function setup(thread)
-  threads_made = threads_made + 1
-  thread:set("thread_index", threads_made)
-end
-
-function init(args)
-  local headers = {["Content-Type"] = "application/json"}
-  for line in io.lines(args[1]) do
-    prepared[#prepared + 1] = wrk.format("POST", args[2], headers, line)
-  end
-  counter = (thread_index or 0) * 7919
-end
-
-function request()
-  counter = counter + 1
-  return prepared[(counter % #prepared) + 1]
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, ' ..
-    '"status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
-"""
 
 
 # --------------------------------------------------------------------------- data and model
@@ -81,13 +60,14 @@ end
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.serving_benchmark",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--data",
         type=Path,
-        default=REPO.parent / "shared" / "data" / "imdb",
+        default=shared_data_root() / "imdb",
         help="IMDB folder with train.parquet and test.parquet (columns text, label)",
     )
     parser.add_argument(
@@ -149,7 +129,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["peer", "ours"],
         help="servers to benchmark, in this order",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: --duration 3 --trials 1 --start-trials 1 --warmup 1",
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.trials, args.start_trials, args.warmup = 3, 1, 1, 1
     if args.trials < 1 or args.start_trials < 1 or args.duration <= 0:
         parser.error("--trials and --start-trials must be >= 1 and --duration > 0")
     if args.texts < BATCH_SIZE:
@@ -157,51 +144,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def ensure_registry(args: argparse.Namespace, workdir: Path) -> str:
     """Tracking URI of a registry whose ``production`` alias points at a trained model."""
     db = (args.reuse_registry or workdir / "mlflow.db").resolve()
-    uri = f"sqlite:///{db}"
     if args.reuse_registry and db.exists():
         say(f"reusing registry {db} (training skipped)")
-        return uri
+        return f"sqlite:///{db}"
     say(f"training on {args.data} and promoting (registry {db}) ...")
-    code = (
-        "from pathlib import Path\n"
-        "from training.settings import TrainingSettings\n"
-        "from training.model import Hyperparameters\n"
-        "from training.train import train\n"
-        "from training.registry import promote\n"
-        "import sys\n"
-        "s = TrainingSettings(data=Path(sys.argv[1]), tracking_uri=sys.argv[2])\n"
-        "r = train(s, Hyperparameters())\n"
-        "promote(s, r.version)\n"
-        "print('registered and promoted version', r.version)\n"
-    )
     started = time.perf_counter()
     db.parent.mkdir(parents=True, exist_ok=True)
-    # cwd: MLflow puts local artifacts under ./mlruns of the training process.
-    subprocess.run(  # noqa: S603 - our own interpreter and code
-        [PYTHON, "-c", code, str(args.data.resolve()), uri],
-        cwd=db.parent,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=True,
-    )
+    # in a child: this process measures in-process throughput next, without training's memory
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as child:
+        registry = child.submit(
+            make_registry,
+            args.data.resolve(),
+            db.parent,
+            [Hyperparameters()],  # the IMDB preset's defaults, on all of the data
+            reference_size=None,
+            min_rows=None,
+            db=db,
+        ).result()
     say(f"trained in {time.perf_counter() - started:.0f} s")
-    return uri
-
-
-def sample_texts(data: Path, count: int, seed: int) -> list[str]:
-    import pandas as pd
-
-    test = pd.read_parquet(data / "test.parquet", columns=["text"])
-    texts = [str(t) for t in test["text"].tolist() if str(t).strip()]
-    return random.Random(seed).sample(  # noqa: S311 - a reproducible sample, not a secret
-        texts, min(count, len(texts))
-    )
+    return registry.tracking_uri
 
 
 def batches_of(texts: list[str], size: int = BATCH_SIZE) -> list[list[str]]:
@@ -217,19 +181,22 @@ def mlflow_version() -> str:
 def in_process_throughput(
     tracking_uri: str, batches: list[list[str]], duration: float, trials: int
 ) -> dict[str, list[float]]:
-    """Texts/s in this process on the same batches, one call per batch: the bare scikit-learn
-    ``predict_proba`` (the issue's yardstick) and the compiled scorer our server calls."""
-    import mlflow
-
-    from training.scoring import compile_scorer
+    """Texts/s in this process on the same batches, one call per batch: MLflow's in-process
+    ``pyfunc.predict`` on a DataFrame (the yardstick) and the scorer our server calls."""
+    import pandas as pd
 
     mlflow.set_tracking_uri(tracking_uri)
-    pipeline = mlflow.pyfunc.load_model(MODEL_URI).unwrap_python_model().pipeline
-    scorers = {"predict_proba": pipeline.predict_proba, "compiled": compile_scorer(pipeline)}
+    pyfunc = mlflow.pyfunc.load_model(MODEL_URI)
+
+    def predict(texts: list[str]) -> object:
+        return pyfunc.predict(pd.DataFrame({"text": texts}))
+
+    scorers: dict[str, Callable[[list[str]], object]] = {
+        "pyfunc": predict,
+        "served": registered_scorer(MODEL_URI),
+    }
     results: dict[str, list[float]] = {}
     for name, score in scorers.items():
-        if score is None:
-            continue
         score(batches[0])  # warm-up
         results[name] = []
         for trial in range(trials):
@@ -272,23 +239,7 @@ def peer_spec(tracking_uri: str) -> ServerSpec:
         ready_path="/ping",
         single_path="/invocations",
         batch_path="/invocations",
-        command=lambda port: [
-            PYTHON,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            MODEL_URI,
-            "--env-manager",
-            "local",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
+        command=lambda port: mlflow_models_serve_command(MODEL_URI, port),
         env={"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         single_body=lambda text: frame([text]),
         batch_body=frame,
@@ -302,137 +253,28 @@ def ours_spec(tracking_uri: str, workdir: Path) -> ServerSpec:
         ready_path="/ready",
         single_path="/predict",
         batch_path="/predict/batch",
-        command=lambda port: [PYTHON, "-m", "serving", "--port", str(port), "--workers", "1"],
-        env={
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "EMOTITRACK_PREDICTION_LOG_URL": f"sqlite:///{workdir / 'predictions.db'}",
-            "EMOTITRACK_SPILL_DIR": str(workdir / "spill"),
-        },
+        command=api_command,
+        env=api_environment(tracking_uri, workdir),
         single_body=lambda text: {"text": text},
         batch_body=lambda texts: {"texts": texts},
         labels=lambda response: [p["sentiment"] for p in response["predictions"]],
     )
 
 
-@dataclass
-class Server:
-    spec: ServerSpec
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    ready_s: float = 0.0
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def http(url: str, body: Any = None, timeout: float = 60.0) -> tuple[int, bytes]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(  # noqa: S310 - always http://127.0.0.1
-        url, data=data, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    with suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
-def wait_ready(server: Server, started: float, timeout: float = 180.0) -> float:
-    while time.perf_counter() - started < timeout:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"{server.spec.name} exited with {server.process.returncode} before it was ready; "
-                f"log {server.log_path}:\n{tail(server.log_path)}"
-            )
-        with suppress(OSError):
-            status, _ = http(server.url + server.spec.ready_path, timeout=1.0)
-            if status == 200:
-                return time.perf_counter() - started
-        time.sleep(0.02)
-    raise RuntimeError(f"{server.spec.name} not ready after {timeout:.0f} s; log {server.log_path}")
-
-
-def stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    """SIGTERM the whole process group (servers fork workers), SIGKILL it after ``grace``."""
-    if process.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    # A worker may outlive the group leader for a moment: make sure none is left.
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-@contextmanager
-def running(spec: ServerSpec, workdir: Path, attempt: int) -> Iterator[Server]:
+def start(spec: ServerSpec, workdir: Path, attempt: int) -> Server:
+    """The server of ``spec``, timed from its start until ``ready_path`` answers 200."""
     port = free_port()
-    log_path = workdir / f"{spec.name}-server-{attempt}.log"
-    # The peer runs `uvicorn` from PATH: put this interpreter's bin/ first, as an activated venv.
-    path = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "PYTHONPATH": str(REPO), **spec.env}
-    with log_path.open("wb") as log:
-        started = time.perf_counter()
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-            spec.command(port),
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: stop() reaches every worker
-        )
-        server = Server(spec, port, process, log_path)
-        try:
-            server.ready_s = wait_ready(server, started)
-            yield server
-        finally:
-            stop(process)
-
-
-def process_tree(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with suppress(OSError, ValueError, IndexError):
-            text = stat.read_text()
-            # the command name may hold spaces and parentheses: split after the last ')'
-            parents[int(stat.parent.name)] = int(text[text.rindex(")") + 2 :].split()[1])
-    tree, frontier = [root], [root]
-    while frontier:
-        children = [pid for pid, ppid in parents.items() if ppid in frontier]
-        tree.extend(children)
-        frontier = children
-    return tree
-
-
-def rss_mib(root: int) -> float:
-    """Resident memory of ``root`` and all its descendants (VmRSS, MiB)."""
-    total_kib = 0
-    for pid in process_tree(root):
-        with suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kib += int(line.split()[1])
-    return total_kib / 1024
+    log = workdir / f"{spec.name}-server-{attempt}.log"
+    return Server(
+        spec.command(port),
+        port,
+        log,
+        ready_path=spec.ready_path,
+        cwd=workdir,
+        env=spec.env,
+        timeout=180,
+        interval=0.02,  # start-to-ready is one of the figures
+    )
 
 
 # --------------------------------------------------------------------------- load
@@ -444,19 +286,6 @@ class Scenario:
     label: str
     batch: bool
     connections: int
-
-
-@dataclass
-class Trial:
-    requests: int
-    seconds: float
-    rps: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    status_errors: int
-    socket_errors: int
 
 
 @dataclass
@@ -481,69 +310,16 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return [*single, Scenario(f"batch{BATCH_SIZE}_c{c}", f"batch{BATCH_SIZE} c={c}", True, c)]
 
 
-def write_bodies(path: Path, bodies: list[Any]) -> Path:
-    # json.dumps escapes newlines inside reviews: one document per line for the Lua reader.
-    path.write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bodies))
-    return path
-
-
-def run_wrk(
-    args: argparse.Namespace,
-    script: Path,
-    url: str,
-    bodies: Path,
-    path: str,
-    connections: int,
-    seconds: int,
-) -> Trial:
-    command = [
-        "wrk",
-        "-t",
-        str(min(args.wrk_threads, connections)),
-        "-c",
-        str(connections),
-        "-d",
-        f"{seconds}s",
-        "--timeout",
-        f"{args.wrk_timeout:g}s",
-        "-s",
-        str(script),
-        url,
-        "--",
-        str(bodies),
-        path,
-    ]
-    done = subprocess.run(  # noqa: S603 - wrk, only ever against 127.0.0.1
-        command, capture_output=True, text=True, check=False, timeout=seconds + 120
-    )
-    line = next((s for s in done.stdout.splitlines() if s.startswith("BENCH_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
-    r = json.loads(line.removeprefix("BENCH_JSON "))
-    elapsed = r["duration_us"] / 1e6
-    return Trial(
-        requests=r["requests"],
-        seconds=elapsed,
-        rps=r["requests"] / elapsed if elapsed else 0.0,
-        p50_ms=r["p50_us"] / 1000,
-        p90_ms=r["p90_us"] / 1000,
-        p99_ms=r["p99_us"] / 1000,
-        max_ms=r["max_us"] / 1000,
-        status_errors=r["status"],
-        socket_errors=r["connect"] + r["read"] + r["write"] + r["timeout"],
-    )
-
-
-def check_server(server: Server, texts: list[str], batch: list[str]) -> list[str]:
+def check_server(spec: ServerSpec, server: Server, texts: list[str], batch: list[str]) -> list[str]:
     """One single and one batch request must answer 200 with one prediction per text."""
-    spec = server.spec
-    status, body = http(server.url + spec.single_path, spec.single_body(texts[0]))
-    if status != 200:
-        raise RuntimeError(f"{spec.name} {spec.single_path} answered {status}: {body[:300]!r}")
-    status, body = http(server.url + spec.batch_path, spec.batch_body(batch))
-    if status != 200:
-        raise RuntimeError(f"{spec.name} {spec.batch_path} answered {status}: {body[:300]!r}")
-    labels = spec.labels(json.loads(body))
+    single, batched = spec.single_body(texts[0]), spec.batch_body(batch)
+    for path, body in ((spec.single_path, single), (spec.batch_path, batched)):
+        answer = httpx.post(server.url + path, json=body, timeout=60)
+        if answer.status_code != 200:
+            raise RuntimeError(
+                f"{spec.name} {path} answered {answer.status_code}: {answer.text[:300]!r}"
+            )
+    labels = spec.labels(answer.json())  # the batch's
     if len(labels) != len(batch):
         raise RuntimeError(f"{spec.name}: {len(labels)} predictions for {len(batch)} texts")
     return labels
@@ -568,26 +344,28 @@ def benchmark_server(
     say(f"{spec.name}: repo at {revision}")
     for attempt in range(1, args.start_trials):
         say(f"{spec.name}: timing start-to-ready ({attempt}/{args.start_trials})")
-        with running(spec, workdir, attempt) as server:
+        with start(spec, workdir, attempt) as server:
             ready.append(server.ready_s)
             say(f"{spec.name}: ready in {server.ready_s:.2f} s; stopping")
     say(f"{spec.name}: timing start-to-ready ({args.start_trials}/{args.start_trials})")
-    with running(spec, workdir, args.start_trials) as server:
+    with start(spec, workdir, args.start_trials) as server:
         ready.append(server.ready_s)
         say(f"{spec.name}: ready in {server.ready_s:.2f} s (pid {server.process.pid})")
-        labels = check_server(server, texts, batches[0])
+        labels = check_server(spec, server, texts, batches[0])
+        wrk = partial(
+            run_wrk, script, server.url, threads=args.wrk_threads, timeout_s=args.wrk_timeout
+        )
         results: dict[str, ScenarioResult] = {}
         for scenario in scenarios(args):
             bodies = batch_bodies if scenario.batch else single_bodies
             path = spec.batch_path if scenario.batch else spec.single_path
+            connections = scenario.connections
             say(f"{spec.name}: {scenario.label}: warm-up {args.warmup:g} s")
             if args.warmup > 0:
-                run_wrk(args, script, server.url, bodies, path, scenario.connections, args.warmup)
+                wrk(bodies, path, connections, args.warmup)
             result = results[scenario.key] = ScenarioResult(scenario.label)
             for trial in range(1, args.trials + 1):
-                t = run_wrk(
-                    args, script, server.url, bodies, path, scenario.connections, args.duration
-                )
+                t = wrk(bodies, path, connections, args.duration)
                 result.trials.append(t)
                 errors = t.status_errors + t.socket_errors
                 say(
@@ -598,7 +376,7 @@ def benchmark_server(
         time.sleep(2)  # let requests still in flight when wrk stopped finish
         rss = rss_mib(server.process.pid)
         say(f"{spec.name}: RSS of the process tree after the load: {rss:.0f} MiB")
-        metrics = scrape_log_metrics(server) if spec.name == "ours" else {}
+        metrics = prediction_log_counters(server) if spec.name == "ours" else {}
     return {
         "start_to_ready_s": ready,
         "rss_mib": rss,
@@ -609,18 +387,13 @@ def benchmark_server(
     }
 
 
-def scrape_log_metrics(server: Server) -> dict[str, float]:
+def prediction_log_counters(server: Server) -> dict[str, float]:
     """Our prediction-log counters, to show the log was on and kept up."""
-    status, body = http(server.url + "/metrics")
-    found: dict[str, float] = {}
-    if status != 200:
-        return found
-    for line in body.decode().splitlines():
-        name, _, value = line.partition(" ")
-        if name.startswith("emotitrack_prediction_log_") and not name.endswith("_created"):
-            with suppress(ValueError):
-                found[name.removeprefix("emotitrack_prediction_log_")] = float(value)
-    return found
+    prefix = "emotitrack_prediction_log_"
+    with suppress(httpx.HTTPError):
+        found = scrape_metrics(server.url)
+        return {k.removeprefix(prefix): v for k, v in found.items() if k.startswith(prefix)}
+    return {}
 
 
 def git(*args: str) -> str:
@@ -709,11 +482,11 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
             + ", ".join(f"{r:.2f}" for r in ready)
             + f"); RSS after load {server['rss_mib']:.0f} MiB (process tree)"
         )
-    compiled = report.get("in_process_compiled_texts_per_s")
+    served = report["in_process_served_texts_per_s"]
     lines.append(
-        f"in-process on {BATCH_SIZE}-text batches (median): predict_proba "
-        f"{report['in_process_texts_per_s']:,.0f} texts/s"
-        + (f", compiled scorer (what ours calls) {compiled:,.0f} texts/s" if compiled else "")
+        f"in-process on {BATCH_SIZE}-text batches (median): pyfunc.predict "
+        f"{report['in_process_texts_per_s']:,.0f} texts/s, the model format's scorer (what ours "
+        f"calls) {served:,.0f} texts/s"
     )
     batch_key = scenarios(args)[-1].key
     for name, server in (("peer", peer), ("ours", ours)):
@@ -722,12 +495,7 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
             share = 100 * texts_per_s / report["in_process_texts_per_s"]
             lines.append(
                 f"{name} batch throughput: {texts_per_s:,.0f} texts/s = {share:.0f}% of "
-                "in-process predict_proba"
-                + (
-                    f", {100 * texts_per_s / compiled:.0f}% of the compiled scorer"
-                    if compiled
-                    else ""
-                )
+                f"in-process pyfunc.predict, {100 * texts_per_s / served:.0f}% of the scorer"
             )
     if ours and ours.get("prediction_log"):
         log = ours["prediction_log"]
@@ -817,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get update && apt-get install -y wrk", file=sys.stderr)
         return 2
-    # SIGTERM/SIGHUP unwind like Ctrl-C (SIGINT too, even where a shell started us ignoring it), so every `finally` stops the servers it started.
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` stops the servers it started
+    # (SIGINT too, even where a shell started us ignoring it).
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="emotitrack-bench-"))).resolve()
@@ -825,13 +594,12 @@ def main(argv: list[str] | None = None) -> int:
     say(f"workdir {workdir}")
     try:
         tracking_uri = ensure_registry(args, workdir)
-        texts = sample_texts(args.data, args.texts, args.seed)
+        texts = review_sample(args.data, args.texts, args.seed)
         batches = batches_of(texts)
         say(f"{len(texts)} reviews sampled ({len(batches)} batches of {BATCH_SIZE})")
         say("in-process baselines (no server running)")
         in_process = in_process_throughput(tracking_uri, batches, args.duration, args.trials)
-        script = workdir / "bench.lua"
-        script.write_text(WRK_SCRIPT)
+        script = write_script(workdir)
         specs = {"peer": peer_spec(tracking_uri), "ours": ours_spec(tracking_uri, workdir)}
         report: dict[str, Any] = {
             "model_uri": MODEL_URI,
@@ -839,10 +607,8 @@ def main(argv: list[str] | None = None) -> int:
             "texts_sample": texts,
             "mean_text_chars": statistics.mean(len(t) for t in texts),
             "in_process_trials_texts_per_s": in_process,
-            "in_process_texts_per_s": statistics.median(in_process["predict_proba"]),
-            "in_process_compiled_texts_per_s": statistics.median(in_process["compiled"])
-            if "compiled" in in_process
-            else None,
+            "in_process_texts_per_s": statistics.median(in_process["pyfunc"]),
+            "in_process_served_texts_per_s": statistics.median(in_process["served"]),
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "servers": {},
             "cpus": os.cpu_count(),

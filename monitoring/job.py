@@ -187,8 +187,7 @@ def _describer(ref: ModelRef) -> TextDescriber:
     the model format, else (another model, a version from before the format) the default."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            files = model_format.logged_files(model_format.download(ref.load_uri, Path(tmp)))
-            scorer = model_format.read_files(files) if files is not None else None
+            scorer = model_format.read_logged(model_format.download(ref.load_uri, Path(tmp)))
         except (OSError, ValueError, mlflow.exceptions.MlflowException) as exc:
             raise MonitoringError(f"cannot load {ref.load_uri}: {_first_line(exc)}") from exc
     return TextDescriber.for_model(scorer)

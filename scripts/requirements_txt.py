@@ -1,8 +1,9 @@
-"""Write requirements.txt: requirements-runtime.lock's pins without their hashes, then this
-project. Heroku's Python buildpack and conda.yaml's pip install it; pip's hash-checking mode
-would refuse both the project itself and a package pinned with and without an extra.
+"""Write the hash-free requirement files from their profile locks: each lock's pins without
+hashes, then this project. Heroku's Python buildpack and conda.yaml's pip install them; pip's
+hash-checking mode would refuse both the project itself and a package pinned with and without
+an extra.
 
-Run by `make lock`; tests/unit/test_requirements.py checks the two files agree."""
+Run by `make lock`; tests/unit/test_requirements.py checks the files agree with their locks."""
 
 from __future__ import annotations
 
@@ -10,11 +11,18 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-HEADER = (
-    "# Written by `make lock` (scripts/requirements_txt.py) from requirements-runtime.lock:\n"
-    "# the same pins without hashes, for Heroku's Python buildpack and conda.yaml's pip.\n"
-)
-PROJECT = "# this project (its `emotitrack` command)\n.\n"
+# written file: (the lock it copies, who installs it)
+WRITTEN = {
+    "requirements.txt": (
+        "requirements-serving.lock",
+        "the API: Heroku's Python buildpack (Procfile)",
+    ),
+    "requirements-runtime.txt": (
+        "requirements-runtime.lock",
+        "every part: conda.yaml's pip (MLproject)",
+    ),
+}
+PROJECT = "# this project\n.\n"
 
 
 def pins_without_hashes(lock: str) -> list[str]:
@@ -27,13 +35,18 @@ def pins_without_hashes(lock: str) -> list[str]:
     return pins
 
 
-def requirements_txt(lock: str) -> str:
-    return HEADER + "".join(f"{pin}\n" for pin in pins_without_hashes(lock)) + PROJECT
+def requirements_txt(lock: str, lock_name: str, used_by: str) -> str:
+    header = (
+        f"# Written by `make lock` (scripts/requirements_txt.py) from {lock_name}:\n"
+        f"# the same pins without hashes, for {used_by}.\n"
+    )
+    return header + "".join(f"{pin}\n" for pin in pins_without_hashes(lock)) + PROJECT
 
 
 def main() -> int:
-    lock = (REPO / "requirements-runtime.lock").read_text()
-    (REPO / "requirements.txt").write_text(requirements_txt(lock))
+    for name, (lock_name, used_by) in WRITTEN.items():
+        lock = (REPO / lock_name).read_text()
+        (REPO / name).write_text(requirements_txt(lock, lock_name, used_by))
     return 0
 
 

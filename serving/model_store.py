@@ -5,6 +5,10 @@ which move when someone promotes; a fixed version, a run or a path, which do not
 resolves the URI to one version; a different version is loaded off the event loop, warmed with
 one prediction and swapped in with a single assignment, so requests never wait on a reload and
 never see a half-loaded model.
+
+An EmotiTrack model is read from its config and arrays (``emotitrack.core.model_format``): no
+unpickling, no scikit-learn. Any other pyfunc model (and EmotiTrack versions registered before
+the format) is loaded by MLflow and scored through ``predict``'s ``prob_<class>`` columns.
 """
 
 from __future__ import annotations
@@ -12,23 +16,25 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.pyfunc import PyFuncModel
 
+from emotitrack.core import model_format
 from emotitrack.core.descriptors import TextDescriber
+from emotitrack.core.model_format import PROBABILITY_PREFIX, SentimentScorer
 from emotitrack.core.registry import ModelRef, ModelUnavailable, resolve
 from serving.scoring_process import ScoringProcess
-from training.model import PROBABILITY_PREFIX, SentimentModel, explain, probabilities
-from training.scoring import compile_scorer
 
 log = logging.getLogger("emotitrack.serving")
 
@@ -45,15 +51,20 @@ class LoadedModel:
     metrics: dict[str, float]
     # texts -> per text, per class, the n-grams that pushed towards it; None: cannot explain
     explain: Callable[[list[str]], list[dict[str, Any]]] | None = None
-    # EmotiTrack's fitted scikit-learn pipeline (its tokenizer and vocabulary); None otherwise
-    pipeline: Any = None
+    # the model format's scorer of an EmotiTrack model; None for any other pyfunc
+    scorer: SentimentScorer | None = None
     # the child process ``score`` uses when it is up; None: scored in-process only
     scoring: ScoringProcess | None = None
+    # the downloaded model, which the scoring process reads (again after a restart)
+    directory: Path | None = None
 
     def close(self) -> None:
-        """Stop this version's scoring process; a batch it was answering is scored in-process."""
+        """Stop this version's scoring process (a batch it was answering is scored in-process)
+        and delete its downloaded files."""
         if self.scoring is not None:
             self.scoring.close()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     @property
     def version(self) -> str:
@@ -62,7 +73,7 @@ class LoadedModel:
     def text_describer(self) -> TextDescriber:
         """The descriptors of texts as this model tokenizes them (only needed, and so only
         built, when the log may not keep texts)."""
-        return TextDescriber.for_pipeline(self.pipeline)
+        return TextDescriber.for_model(self.scorer)
 
     @property
     def name(self) -> str:
@@ -70,23 +81,26 @@ class LoadedModel:
 
 
 def load(client: MlflowClient, ref: ModelRef, *, scoring_process: bool = False) -> LoadedModel:
-    """Load and warm a model; the caller decides whether to swap it in (and starts its scoring
-    process, if any, once it serves)."""
+    """Download, load and warm a model; the caller decides whether to swap it in (and starts
+    its scoring process, if any, once it serves)."""
     started = time.perf_counter()
-    # No requirement-mismatch check: it costs ~0.3 s of start-up and the lock file already pins
-    # serving to the versions training used.
-    pyfunc = mlflow.pyfunc.load_model(ref.load_uri, suppress_warnings=True)
-    classes, score, compiled = _scorer(pyfunc)
-    score(["warm-up"])
-    pipeline = _pipeline_of(pyfunc)
+    directory = Path(tempfile.mkdtemp(prefix="emotitrack-model-"))
+    score: Callable[[list[str]], np.ndarray]
+    try:
+        model_dir = model_format.download(ref.load_uri, directory)
+        files = model_format.logged_files(model_dir)
+        scorer = model_format.read_files(files) if files is not None else None
+        if scorer is not None:
+            classes, score = scorer.classes, scorer.probabilities
+        else:
+            classes, score = _pyfunc_scorer(model_format.load_pyfunc(model_dir))
+        score(["warm-up"])
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     scoring = None
-    if scoring_process and compiled:  # the child scores with the compiled form only
-        scoring = ScoringProcess(
-            pipeline,
-            score,
-            label=f"version {ref.version or ref.load_uri}",
-            pipeline_path=getattr(pyfunc.unwrap_python_model(), "pipeline_path", None),
-        )
+    if scoring_process and files is not None:
+        scoring = ScoringProcess(score, label=f"version {ref.version or ref.load_uri}", files=files)
     metrics: dict[str, float] = {}
     if ref.run_id:
         run_metrics = client.get_run(ref.run_id).data.metrics
@@ -98,53 +112,15 @@ def load(client: MlflowClient, ref: ModelRef, *, scoring_process: bool = False) 
         loaded_at=datetime.now(UTC),
         load_seconds=time.perf_counter() - started,
         metrics=metrics,
-        explain=_explainer(pyfunc),
-        pipeline=pipeline,
+        explain=scorer.explain if scorer is not None else None,
+        scorer=scorer,
         scoring=scoring,
+        directory=directory,
     )
 
 
-def _pipeline_of(pyfunc: PyFuncModel) -> Any:
-    """The scikit-learn pipeline inside an EmotiTrack model, or None for any other pyfunc."""
-    try:
-        inner = pyfunc.unwrap_python_model()
-    except Exception:  # not a PythonModel flavour
-        return None
-    return inner.pipeline if isinstance(inner, SentimentModel) else None
-
-
-def _explainer(pyfunc: PyFuncModel) -> Callable[[list[str]], list[dict[str, Any]]] | None:
-    """Explanations come from EmotiTrack's own linear pipeline; other models have none."""
-    pipeline = _pipeline_of(pyfunc)
-    if pipeline is None:
-        return None
-
-    def explain_texts(texts: list[str]) -> list[dict[str, Any]]:
-        return explain(pipeline, texts)
-
-    return explain_texts
-
-
-def _scorer(
-    pyfunc: PyFuncModel,
-) -> tuple[list[str], Callable[[list[str]], np.ndarray], bool]:
-    """Score with the compiled form of our pipeline (no DataFrame, no scipy.sparse per request)
-    when the model is EmotiTrack's own; any other pyfunc that returns ``prob_<class>`` columns
-    works through ``predict``."""
-    try:
-        inner = pyfunc.unwrap_python_model()
-    except Exception:  # not a PythonModel flavour
-        inner = None
-    if isinstance(inner, SentimentModel) and inner.pipeline is not None:
-        pipeline = inner.pipeline
-        compiled = compile_scorer(pipeline)
-        if compiled is not None:
-            return inner.classes, compiled, True
-
-        def score_pipeline(texts: list[str]) -> np.ndarray:
-            return probabilities(pipeline, texts)
-
-        return inner.classes, score_pipeline, False
+def _pyfunc_scorer(pyfunc: Any) -> tuple[list[str], Callable[[list[str]], np.ndarray]]:
+    """Any pyfunc model that returns ``prob_<class>`` columns, scored through ``predict``."""
     sample = pd.DataFrame(pyfunc.predict(pd.DataFrame({"text": ["warm-up"]})))
     columns = [c for c in sample.columns if str(c).startswith(PROBABILITY_PREFIX)]
     if not columns:
@@ -155,16 +131,15 @@ def _scorer(
         out = pd.DataFrame(pyfunc.predict(pd.DataFrame({"text": texts})))
         return out[columns].to_numpy(np.float64)
 
-    return classes, score_pyfunc, False
+    return classes, score_pyfunc
 
 
 def freeze_long_lived_objects(*, collect: bool) -> None:
     """Move everything alive now (modules, the model) out of the cyclic garbage collector's
-    reach. Each full collection otherwise walked the whole heap: under load that cost ~20% of
-    the throughput and most of the p99 (measured: 1,038 → 1,286 req/s, p99 245 → 68 ms with the
-    collector off). After a swap, collected first so that the replaced model's cycles are not
-    frozen. Frozen objects freed later are still freed by reference counting; only cycles among
-    them stay."""
+    reach. Each full collection otherwise walks the whole heap: under load that costs much of
+    the throughput and most of the p99. After a swap, collected first so that the replaced
+    model's cycles are not frozen. Frozen objects freed later are still freed by reference
+    counting; only cycles among them stay."""
     if collect:
         gc.collect()
     gc.freeze()
@@ -222,7 +197,7 @@ class ModelStore:
             await asyncio.to_thread(previous.close)
             del previous  # collected before the freeze below, not frozen with everything else
             await asyncio.to_thread(freeze_long_lived_objects, collect=True)
-        else:  # start-up: a full collection now (~0.3 s of GIL) would delay the first answers
+        else:  # start-up: a full collection now would hold the GIL and delay the first answers
             await asyncio.to_thread(freeze_long_lived_objects, collect=False)
 
     async def close(self) -> None:

@@ -1,9 +1,9 @@
 """Scoring in a separate process, so the model's tokenising does not compete with HTTP for the GIL.
 
-One uvicorn worker runs the event loop, the micro-batcher and the prediction log; its model
-thread held the GIL for ~20% of the time under load, and the two threads together saturated one
-interpreter at ~1,100-1,300 req/s on 2 cores. A child process that holds a copy of the pipeline
-uses the second core instead (as MLServer's parallel inference workers do).
+One uvicorn worker runs the event loop, the micro-batcher and the prediction log; under load its
+model thread holds the GIL for a good part of the time, and the threads together saturate one
+interpreter. A child process that reads the same model files uses another core instead (as
+MLServer's parallel inference workers do).
 
 The child is an optimisation, not a dependency: the model scores in-process until its child
 answers, and whenever the child fails (killed, crashed, hung past a deadline, pipe broken) the
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import pickle
 import signal
 import threading
 import time
@@ -24,37 +23,30 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from training.model import load_pipeline
-from training.scoring import compile_scorer
+from emotitrack.core.model_format import ModelFiles, read_files
 
 log = logging.getLogger("emotitrack.serving")
 Score = Callable[[list[str]], np.ndarray]
 
 START_TIMEOUT_S = 120.0  # loading the model in the child
-# A batch's deadline: generous, it catches a hung child, not a slow one (~0.4 ms per review).
+# A batch's deadline: generous, it catches a hung child, not a slow one.
 BATCH_TIMEOUT_S = 5.0
 BATCH_TIMEOUT_PER_TEXT_S = 0.02
 RESTART_BACKOFF_S = (1.0, 60.0)  # first and longest wait before starting a replacement
 
 
 def _serve(conn: Connection) -> None:
-    """The child: load the pipeline, then answer batches of texts until the pipe closes."""
+    """The child: read the model's files, then answer batches of texts until the pipe closes."""
     # Ctrl-C in a terminal reaches the whole process group: the parent decides when we stop
     # (it closes the pipe or kills us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        kind, source = conn.recv()
+        config, arrays = conn.recv()  # the model's files, as paths
         try:
-            pipeline = (
-                load_pipeline(Path(source)) if kind == "path" else pickle.loads(source)  # noqa: S301 - sent by our own parent  # nosec B301
-            )
-            score = compile_scorer(pipeline)
-            if score is None:
-                raise ValueError("the pipeline cannot be compiled")
+            score = read_files(ModelFiles(Path(config), Path(arrays))).probabilities
             score(["warm-up"])
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -77,11 +69,8 @@ class ScoringProcess:
     trip (send, answer), so the pipe never carries two conversations; ``close`` does not wait
     for it: it kills the child, which ends a round trip in progress."""
 
-    def __init__(
-        self, pipeline: Any, in_process: Score, *, label: str, pipeline_path: Path | None = None
-    ) -> None:
-        self._pipeline = pipeline
-        self._pipeline_path = pipeline_path
+    def __init__(self, in_process: Score, *, label: str, files: ModelFiles) -> None:
+        self._files = files  # the model's config and arrays, read by the child
         self.in_process = in_process  # the micro-batcher scores a lone text with this
         self._label = label
         self._lock = threading.Lock()
@@ -120,7 +109,7 @@ class ScoringProcess:
                 process.start()
             finally:
                 child.close()  # the child has its own copy (or never started)
-            parent.send(self._pipeline_source())
+            parent.send((str(self._files.config), str(self._files.arrays)))
             if not parent.poll(START_TIMEOUT_S):
                 raise TimeoutError(f"not ready within {START_TIMEOUT_S:g} s")
             status, detail = parent.recv()
@@ -148,13 +137,6 @@ class ScoringProcess:
             process.pid,
             time.perf_counter() - started,
         )
-
-    def _pipeline_source(self) -> tuple[str, Any]:
-        """The file the model was loaded from, read by the child itself: pickling the pipeline
-        here instead held this process's GIL for ~0.2 s (IMDB) just as it began to serve."""
-        if self._pipeline_path is not None and self._pipeline_path.is_file():
-            return "path", str(self._pipeline_path)
-        return "pickle", pickle.dumps(self._pipeline, protocol=5)
 
     def close(self) -> None:
         """Stop the child for good. A round trip in progress ends (EOF) and is scored in-process."""

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 import pytest
 
+from harness.data import shared_data_root, write_sample
 from training.settings import TrainingSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,24 +30,10 @@ def no_inherited_experiment() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (or ``EMOTITRACK_SHARED_DATA``). Missing data fails the run: no skips."""
-    path = Path(os.environ.get("EMOTITRACK_SHARED_DATA", REPO.parent / "shared" / "data"))
+    path = shared_data_root()
     if not (path / "imdb" / "train.parquet").is_file():
         pytest.fail(f"real data not found at {path}; set EMOTITRACK_SHARED_DATA", pytrace=False)
     return path
-
-
-def write_sample(source: Path, target: Path, sizes: dict[str, int], seed: int = 7) -> Path:
-    """A seeded, stratified sample of a real data set's splits, written as Parquet."""
-    target.mkdir(parents=True, exist_ok=True)
-    for split, size in sizes.items():
-        frame = pd.read_parquet(source / f"{split}.parquet")
-        sample = frame.groupby("label").sample(
-            n=size // frame["label"].nunique(), random_state=seed
-        )
-        sample.sample(frac=1, random_state=seed).to_parquet(
-            target / f"{split}.parquet", index=False
-        )
-    return target
 
 
 @pytest.fixture(scope="session")

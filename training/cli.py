@@ -1,4 +1,5 @@
-"""Command line of the training part: ``train``, ``search``, ``promote`` and ``fetch-imdb``.
+"""Command line of the training part: ``train``, ``search``, ``promote``, ``repackage`` and
+``fetch-imdb``.
 
 Exit codes: 0 done; 2 bad input (data, options, unknown version); 3 promotion refused by the
 gate; 4 tracking server or registry unreachable.
@@ -12,15 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
 from emotitrack.core.options import EXIT_BAD_INPUT, parse_bool, parse_int, report_invalid_settings
 from emotitrack.core.progress import configure_logging
-from training.data import DataError
-from training.model import Hyperparameters
+from training.errors import GATE_METRICS, DataError, PromotionError, PromotionRefused
+from training.hyperparameters import Hyperparameters
 from training.presets import AUTO, PRESET_CHOICES, PRESETS, hyperparameters_for, resolve_preset
-from training.registry import GATE_METRICS, PromotionError, PromotionRefused
 from training.settings import TrainingSettings
 
 EXIT_REFUSED = 3
@@ -133,6 +132,19 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
     )
     promote.add_argument("--reason", default="", help="why: recorded on the version")
     promote.set_defaults(handler=_guarded(_promote, settings))
+
+    repackage = commands.add_parser(
+        "repackage",
+        help="register a version logged before the model format as a new version in it",
+        description="Load a version registered with a pickled pipeline (it carries its own "
+        "training code), export it to the model format (config and arrays, checked to give "
+        "the same probabilities), and register it as a new version of the same model, in the "
+        "same run, with its tags and description. Nothing is promoted: promote the new "
+        "version when ready.",
+        formatter_class=fmt,
+    )
+    repackage.add_argument("model_uri", help="the version to repackage: models:/NAME/VERSION")
+    repackage.set_defaults(handler=_guarded(_repackage, settings))
 
     fetch = commands.add_parser(
         "fetch-imdb",
@@ -367,6 +379,18 @@ def _promote(args: argparse.Namespace, settings: TrainingSettings) -> int:
     return 0
 
 
+def _repackage(args: argparse.Namespace, settings: TrainingSettings) -> int:
+    from training.export import RepackageError, repackage
+
+    try:
+        uri = repackage(args.model_uri, settings.tracking_uri)
+    except RepackageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"repackaged {args.model_uri} as {uri} (not promoted)")
+    return 0
+
+
 def _fetch_imdb(args: argparse.Namespace, settings: TrainingSettings) -> int:
     from training.imdb_archive import fetch_imdb
 
@@ -384,6 +408,10 @@ def _guarded(
     exit code."""
 
     def run(args: argparse.Namespace) -> int:
+        # Here, not at the top: `emotitrack serve` and `monitor` should not import MLflow's
+        # tracking client through training's command line.
+        from mlflow.exceptions import MlflowException
+
         try:
             return command(args, settings)
         except PromotionRefused as exc:

@@ -15,6 +15,8 @@ import pandas as pd
 from mlflow.data.digest_utils import compute_pandas_digest
 from sklearn.model_selection import train_test_split
 
+from training.errors import DataError
+
 TEXT = "text"
 LABEL = "label"
 SUPPORTED_SUFFIXES = (".parquet", ".csv")
@@ -29,10 +31,6 @@ SPLIT_ALIASES = {
     "val": "validation",
     "dev": "validation",
 }
-
-
-class DataError(ValueError):
-    """The data cannot be trained on; the message says what to fix."""
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from emotitrack.core.model_format import PROBABILITY_PREFIX
 from training.data import LABEL, TEXT
-from training.model import PROBABILITY_PREFIX
 
 
 def probability_matrix(predictions: pd.DataFrame, classes: list[str]) -> np.ndarray:

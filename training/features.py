@@ -1,6 +1,7 @@
 """scikit-learn parts of the reference pipeline: a lean TF-IDF vectorizer and Naive-Bayes scaling.
 
-Text normalisation lives in ``emotitrack.core.text``; it is re-exported here for the pipeline.
+Text normalisation is the model format's (``emotitrack.core.model_format``): the pipeline
+prepares text exactly as the served scorer does. It is re-exported here for the pipeline.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from emotitrack.core.text import WORD_PATTERN, normalize_text, normalize_with_negation
+from emotitrack.core.model_format import WORD_PATTERN, normalize_text, normalize_with_negation
 
 __all__ = [
     "WORD_PATTERN",
@@ -58,12 +59,10 @@ class NBLogCountRatio(TransformerMixin, BaseEstimator):
 
 
 class LeanTfidfVectorizer(TfidfVectorizer):
-    """``TfidfVectorizer`` with a leaner ``transform`` for serving: the same matrix (tested), but
-    n-grams are looked up with ``dict.get`` instead of scikit-learn's try/except per n-gram.
-
-    Most trigrams of a new text are not in the vocabulary, and a raised ``KeyError`` per
-    unknown n-gram made scikit-learn's transform cost ~1 ms per review, five times the analyzer.
-    Fitting is scikit-learn's own."""
+    """``TfidfVectorizer`` with a leaner ``transform`` (evaluation, calibration): the same matrix
+    (tested), but n-grams are looked up with ``dict.get`` instead of scikit-learn's try/except
+    per n-gram. Most trigrams of a new text are not in the vocabulary, and a raised ``KeyError``
+    per unknown n-gram cost several times the analyzer. Fitting is scikit-learn's own."""
 
     def transform(self, raw_documents: Iterable[str]) -> sp.csr_matrix:
         if isinstance(raw_documents, str):

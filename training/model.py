@@ -1,25 +1,16 @@
-"""The sentiment model: one scikit-learn pipeline (TF-IDF features, Naive-Bayes scaling, a
-temperature-calibrated LogisticRegression) and its MLflow pyfunc wrapper.
+"""The sentiment model as trained: one scikit-learn pipeline (TF-IDF features, Naive-Bayes
+scaling, a temperature-calibrated LogisticRegression).
 
-The wrapper exists because a bare scikit-learn text pipeline behind pyfunc is silently wrong:
-pyfunc hands it a DataFrame, the vectorizer iterates the column *names*, and N rows get one
-prediction. The wrapper takes the ``text`` column explicitly and returns, per row, the label, its
-probability (``confidence``) and one ``prob_<label>`` column per class.
+It is the reference: what is logged and served is its export to the model format
+(``training.export``, ``emotitrack.core.model_format``), whose probabilities are tested equal.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from mlflow.pyfunc import PythonModel
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.base import clone
@@ -28,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from emotitrack.core import model_format
 from training.features import (
     WORD_PATTERN,
     LeanTfidfVectorizer,
@@ -35,84 +27,7 @@ from training.features import (
     normalize_text,
     normalize_with_negation,
 )
-from training.scoring import attach_ngram_indexes
-
-PIPELINE_ARTIFACT = "pipeline"
-PROBABILITY_PREFIX = "prob_"
-CLASS_WEIGHTS = ("none", "balanced")
-CALIBRATION_SETS = ("folds", "validation")
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """Pipeline knobs, exposed as MLproject parameters and ``emotitrack train`` options.
-
-    Defaults are the IMDB preset (see ``training.presets``), chosen by cross-validation on the
-    IMDB training data, never on test."""
-
-    ngram_max: int = 3
-    char_ngram_max: int = 0
-    max_features: int = 0
-    min_df: int = 2
-    max_df: float = 0.95
-    sublinear_tf: bool = True
-    negation: bool = True
-    nb_scaling: bool = True
-    C: float = 100.0
-    class_weight: str = "none"
-    calibration_folds: int = 3
-    calibrate_on: str = "folds"
-    max_iter: int = 2000
-
-    def __post_init__(self) -> None:
-        if self.class_weight not in CLASS_WEIGHTS:
-            raise ValueError(
-                f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}"
-            )
-        if self.ngram_max < 1 or self.char_ngram_max not in (0, *range(2, 10)):
-            raise ValueError("ngram_max must be >= 1 and char_ngram_max 0 (off) or 2-9")
-        # Checked here, not by scikit-learn mid-fit: a bad value then costs a failed MLflow run.
-        if self.max_features < 0:
-            raise ValueError(f"max_features must be 0 (no limit) or more, got {self.max_features}")
-        if self.min_df < 1:
-            raise ValueError(f"min_df must be at least 1, got {self.min_df}")
-        if not 0 < self.max_df <= 1:
-            raise ValueError(f"max_df must be above 0 and at most 1, got {self.max_df}")
-        if not self.C > 0:  # also refuses NaN
-            raise ValueError(f"C must be above 0, got {self.C}")
-        if self.max_iter < 1:
-            raise ValueError(f"max_iter must be at least 1, got {self.max_iter}")
-        if self.calibration_folds == 1 or self.calibration_folds < 0:
-            raise ValueError("calibration_folds must be 0 (off) or at least 2")
-        if self.calibrate_on not in CALIBRATION_SETS:
-            raise ValueError(
-                f"calibrate_on must be one of {CALIBRATION_SETS}, got {self.calibrate_on!r}"
-            )
-
-    def as_params(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def updated(self, **changes: Any) -> Hyperparameters:
-        return replace(self, **changes)
-
-
-def describe_model(hp: Hyperparameters) -> str:
-    """The model ``hp`` builds, in words: ``TF-IDF (words 1-3) + NB-scaled, calibrated
-    LogisticRegression``; a registered version's description says what that version is."""
-    features = f"words 1-{hp.ngram_max}"
-    if hp.char_ngram_max:
-        features += f", characters 2-{hp.char_ngram_max}"
-    traits = [
-        trait
-        for trait, present in (
-            ("NB-scaled", hp.nb_scaling),
-            ("class-balanced", hp.class_weight == "balanced"),
-            ("calibrated", hp.calibration_folds > 0),  # 0 is off whatever calibrate_on says
-        )
-        if present
-    ]
-    head = " ".join(filter(None, [", ".join(traits), "LogisticRegression"]))
-    return f"TF-IDF ({features}) + {head}"
+from training.hyperparameters import Hyperparameters
 
 
 def build_pipeline(hp: Hyperparameters, seed: int) -> Pipeline:
@@ -206,7 +121,6 @@ def fit_pipeline(
     clf.coef_ /= temperature
     clf.intercept_ /= temperature
     pipeline.steps[1:] = [("nb", "passthrough"), ("clf", clf)]
-    attach_ngram_indexes(pipeline)  # what serving scores with (training.scoring)
     return temperature
 
 
@@ -226,23 +140,6 @@ def fit_temperature(logits: np.ndarray, labels: list[str], classes: list[str]) -
     return float(np.exp(result.x))
 
 
-def save_pipeline(pipeline: Pipeline, path: Path) -> Path:
-    """Pickle the fitted pipeline. Models come only from our own registry. Plain pickle (C
-    unpickler) loads a large vocabulary in a fraction of a second where joblib's pure-Python
-    unpickler took over 1 s and skops several: load time is the API's start-to-ready time."""
-    with path.open("wb") as f:
-        pickle.dump(pipeline, f, protocol=5)
-    return path
-
-
-def load_pipeline(path: Path) -> Pipeline:
-    if path.suffix == ".joblib":  # versions registered before the switch to plain pickle
-        pipeline: Pipeline = joblib.load(path)
-        return pipeline
-    with path.open("rb") as f:
-        return cast(Pipeline, pickle.load(f))  # noqa: S301 - our own registry's artifact  # nosec B301
-
-
 def probabilities(pipeline: Pipeline, texts: list[str]) -> np.ndarray:
     """Class probabilities (rows x classes) that sum to 1 in float64."""
     proba = pipeline.predict_proba(texts).astype(np.float64)
@@ -251,18 +148,11 @@ def probabilities(pipeline: Pipeline, texts: list[str]) -> np.ndarray:
 
 
 def prediction_table(pipeline: Pipeline, texts: list[str]) -> pd.DataFrame:
-    """One row per text: ``label``, ``confidence`` and ``prob_<class>`` for every class."""
-    proba = probabilities(pipeline, texts)
-    classes = [str(c) for c in pipeline.classes_]
-    best = proba.argmax(axis=1)
-    table = pd.DataFrame(
-        {
-            "label": np.asarray(classes, dtype=object)[best],
-            "confidence": proba[np.arange(len(texts)), best],
-        }
+    """One row per text: ``label``, ``confidence`` and ``prob_<class>`` for every class, as the
+    logged model's pyfunc ``predict`` answers."""
+    table: pd.DataFrame = model_format.prediction_table(
+        probabilities(pipeline, texts), [str(c) for c in pipeline.classes_]
     )
-    for i, cls in enumerate(classes):
-        table[PROBABILITY_PREFIX + cls] = proba[:, i]
     return table
 
 
@@ -288,49 +178,6 @@ def vectorizers(pipeline: Pipeline) -> list[tuple[str, TfidfVectorizer]]:
     return [("word", features)]
 
 
-def explain(
-    pipeline: Pipeline, texts: list[str], top: int = 5
-) -> list[dict[str, list[dict[str, Any]]]]:
-    """Per text and class, the n-grams that pushed the prediction most towards that class, with
-    their contributions to the (calibrated) logit: feature value x weight."""
-    values = sp.csr_matrix(pipeline.named_steps["features"].transform(texts))
-    weights = class_weights(pipeline)
-    classes = [str(c) for c in pipeline.classes_]
-    explanations = []
-    for i, text in enumerate(texts):
-        row = values.getrow(i)
-        names = _ngram_names(pipeline, text)
-        contributions = row.data[None, :] * weights[:, row.indices]
-        explanation = {}
-        for c, cls in enumerate(classes):
-            order = np.argsort(-contributions[c])[:top]
-            explanation[cls] = [
-                {
-                    "ngram": names.get(int(row.indices[k]), "?"),
-                    "contribution": round(float(contributions[c, k]), 4),
-                }
-                for k in order
-                if contributions[c, k] > 0
-            ]
-        explanations.append(explanation)
-    return explanations
-
-
-def _ngram_names(pipeline: Pipeline, text: str) -> dict[int, str]:
-    """Column index -> n-gram for the n-grams of one text (cheaper than inverting a vocabulary
-    of a million n-grams). Character n-grams are shown quoted."""
-    names: dict[int, str] = {}
-    offset = 0
-    for kind, vectorizer in vectorizers(pipeline):
-        vocabulary = vectorizer.vocabulary_
-        for gram in set(vectorizer.build_analyzer()(text)):
-            index = vocabulary.get(gram)
-            if index is not None:
-                names[offset + index] = gram if kind == "word" else repr(gram)
-        offset += len(vocabulary)
-    return names
-
-
 def strongest_ngrams(pipeline: Pipeline, top: int = 30) -> pd.DataFrame:
     """The n-grams with the largest weight towards each class (a model-wide explanation)."""
     kinds, names = [], []
@@ -354,51 +201,3 @@ def strongest_ngrams(pipeline: Pipeline, top: int = 30) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def texts_from_input(model_input: Any) -> list[str]:
-    """Accept what pyfunc clients send: a DataFrame (``text`` column, or a single column), a
-    Series, a list/array of strings or one string."""
-    if isinstance(model_input, pd.DataFrame):
-        if "text" in model_input.columns:
-            column = model_input["text"]
-        elif model_input.shape[1] == 1:
-            column = model_input.iloc[:, 0]
-        else:
-            raise ValueError(f"expected a 'text' column, got columns {list(model_input.columns)}")
-        return [str(t) for t in column.tolist()]
-    if isinstance(model_input, str):
-        return [model_input]
-    if isinstance(model_input, pd.Series | np.ndarray | list | tuple):
-        return [str(t) for t in list(model_input)]
-    raise TypeError(f"unsupported model input type {type(model_input).__name__}")
-
-
-class SentimentModel(PythonModel):
-    """pyfunc wrapper around the fitted pipeline (loaded from the ``pipeline`` artifact).
-
-    ``params={"explain": True}`` adds an ``explanation`` column: per row, JSON of the n-grams
-    that pushed the prediction towards each class."""
-
-    def __init__(self) -> None:
-        self.pipeline: Pipeline | None = None
-        self.pipeline_path: Path | None = None  # where load_context read it (a local file)
-
-    def load_context(self, context: Any) -> None:
-        self.pipeline_path = Path(context.artifacts[PIPELINE_ARTIFACT])
-        self.pipeline = load_pipeline(self.pipeline_path)
-
-    @property
-    def classes(self) -> list[str]:
-        assert self.pipeline is not None, "model not loaded"
-        return [str(c) for c in self.pipeline.classes_]
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        assert self.pipeline is not None, "model not loaded"
-        texts = texts_from_input(model_input)
-        table = prediction_table(self.pipeline, texts)
-        if params and params.get("explain"):
-            table["explanation"] = [json.dumps(e) for e in explain(self.pipeline, texts)]
-        return table

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from training.model import Hyperparameters
+from training.hyperparameters import Hyperparameters
 
 PRESETS: dict[str, Hyperparameters] = {
     # Long reviews: the best of `emotitrack search` on IMDB train (the defaults). Why each preset

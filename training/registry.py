@@ -31,23 +31,15 @@ from training.data import (
     splits_digest,
     text_fingerprints,
 )
+from training.errors import GATE_METRICS, PromotionError, PromotionRefused
 from training.evaluate import score
 from training.settings import TrainingSettings
 
 PRODUCTION_ALIAS = "production"
 PRODUCTION_STAGE = "Production"
 # Metrics the gate may compare: all higher-is-better (log loss and ECE are not).
-GATE_METRICS = ("accuracy", "f1_macro", "recall_macro", "roc_auc")
 # Fewer rows than this that neither version has seen say too little to compare them.
 MIN_GATE_ROWS = 20
-
-
-class PromotionError(RuntimeError):
-    """The promotion cannot be done as asked; the message says why."""
-
-
-class PromotionRefused(PromotionError):
-    """The gate found the challenger worse than the champion."""
 
 
 @dataclass(frozen=True)

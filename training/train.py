@@ -9,8 +9,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import version as installed_version
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -20,6 +19,8 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
+from emotitrack.core import model_format
+from emotitrack.core.model_format import ModelFiles
 from emotitrack.core.progress import log, step
 from emotitrack.core.reference import REFERENCE_ARTIFACT
 from training.behaviour import markdown_table, report, run_checks
@@ -36,25 +37,20 @@ from training.data import (
     text_fingerprints,
 )
 from training.evaluate import score, strongest_ngrams_plot, write_report_files
+from training.export import log_model, to_format
+from training.hyperparameters import Hyperparameters, describe_model
 from training.model import (
-    PIPELINE_ARTIFACT,
-    Hyperparameters,
     build_pipeline,
-    describe_model,
     fit_pipeline,
-    prediction_table,
     probabilities,
-    save_pipeline,
     strongest_ngrams,
     vectorizers,
 )
 from training.reference import build_reference
-from training.scoring import compile_scorer
 from training.settings import TrainingSettings
 
-MODEL_ARTIFACT = "model"
-# What the logged model needs at run time, pinned to what trained it.
-MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "joblib")
+# Validation texts the exported model must score as the pipeline does (beside probe texts).
+PARITY_TEXTS = 300
 
 
 @dataclass(frozen=True)
@@ -64,6 +60,9 @@ class TrainingResult:
     registered_name: str
     version: str
     metrics: dict[str, float]
+    # The fitted reference pipeline, in memory only (the registered model is its export): for
+    # callers that compare with scikit-learn's predict_proba, such as the benchmarks.
+    pipeline: Pipeline | None = field(default=None, repr=False, compare=False)
 
 
 def train(
@@ -158,10 +157,14 @@ def train_in_run(
         )
         train_seconds = time.perf_counter() - started
     classes = [str(c) for c in pipeline.classes_]
+    with step("exporting the model format and checking it scores as the pipeline does"):
+        exported = to_format(pipeline, splits.validation[TEXT].tolist()[:PARITY_TEXTS])
+
+    served = exported.scorer.probabilities  # what the logged model answers
 
     with step("evaluating on validation and test"):
-        val_pred = prediction_table(pipeline, splits.validation[TEXT].tolist())
-        test_pred = prediction_table(pipeline, splits.test[TEXT].tolist())
+        val_pred = model_format.prediction_table(served(splits.validation[TEXT].tolist()), classes)
+        test_pred = model_format.prediction_table(served(splits.test[TEXT].tolist()), classes)
         metrics = {
             f"val_{k}": v for k, v in score(splits.validation[LABEL], val_pred, classes).items()
         }
@@ -173,28 +176,30 @@ def train_in_run(
         metrics["vocabulary_size"] = float(
             sum(len(v.vocabulary_) for _, v in vectorizers(pipeline))
         )
-        metrics["predict_latency_ms_p50"] = single_text_latency_ms(pipeline, splits.test)
+        metrics["predict_latency_ms_p50"] = single_text_latency_ms(served, splits.test)
         metrics["predict_proba_latency_ms_p50"] = single_text_latency_ms(
-            pipeline, splits.test, served=False
+            lambda batch: probabilities(pipeline, batch), splits.test, warm=False
         )
 
     with tempfile.TemporaryDirectory() as tmp, step("logging evaluation, reference and model"):
         work = Path(tmp)
-        pipeline_file = save_pipeline(pipeline, work / "pipeline.pkl")
-        metrics["model_size_bytes"] = float(pipeline_file.stat().st_size)
+        files = model_format.write(work / "format", exported.config, exported.arrays)
+        metrics["model_size_bytes"] = float(
+            files.config.stat().st_size + files.arrays.stat().st_size
+        )
         mlflow.log_metrics(metrics)
         for path in write_report_files(
             splits.test, test_pred, classes, work / "evaluation", settings.seed
         ):
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         _log_explanations(pipeline, work / "explanations")
-        metrics |= _log_behaviour(pipeline, classes)
+        metrics |= _log_behaviour(served, classes)
         reference = build_reference(splits.test, test_pred, settings.reference_size, settings.seed)
         reference_file = work / Path(REFERENCE_ARTIFACT).name
         reference.to_parquet(reference_file, index=False)
         mlflow.log_artifact(str(reference_file), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
         mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("behaviour_")})
-        info = _log_model(pipeline_file, splits, test_pred, settings.model_name)
+        info = _log_model(files, splits, test_pred, settings.model_name)
 
     version = str(info.registered_model_version)
     _describe_version(settings, version, run_id, metrics, digest, hp)
@@ -212,21 +217,23 @@ def train_in_run(
         registered_name=settings.model_name,
         version=version,
         metrics=metrics,
+        pipeline=pipeline,
     )
 
 
 def single_text_latency_ms(
-    pipeline: Pipeline, test: pd.DataFrame, texts: int = 200, served: bool = True
+    predict: Callable[[list[str]], np.ndarray],
+    test: pd.DataFrame,
+    texts: int = 200,
+    warm: bool = True,
 ) -> float:
     """Median time of one single-text prediction on real held-out texts, each timed once.
-    ``served``: through the compiled scorer the API uses (what /predict pays), else
-    ``predict_proba``. The scorer first answers the next 1,000 held-out texts one by one, as a
-    server in service would have: it remembers the character n-grams of words it has seen, so
+    ``warm``: first answer the next 1,000 held-out texts one by one, as a server in service
+    would have (the served scorer remembers the character n-grams of words it has seen, so
     timing the same texts again would flatter it, and an idle new one would be slower than in
-    service."""
+    service)."""
     held_out = test[TEXT].tolist()
-    predict = single_text_predictor(pipeline, served)
-    for text in held_out[texts : texts + 1000] if served else []:
+    for text in held_out[texts : texts + 1000] if warm else []:
         predict([text])
     timings = []
     for text in held_out[:texts]:
@@ -234,13 +241,6 @@ def single_text_latency_ms(
         predict([text])
         timings.append(time.perf_counter() - started)
     return float(np.median(timings) * 1000)
-
-
-def single_text_predictor(pipeline: Pipeline, served: bool) -> Callable[[list[str]], np.ndarray]:
-    """The compiled scorer the API uses (``served``, when the pipeline has one), or
-    ``predict_proba``."""
-    scorer = compile_scorer(pipeline) if served else None
-    return scorer or (lambda batch: probabilities(pipeline, batch))
 
 
 def _log_explanations(pipeline: Pipeline, out: Path) -> None:
@@ -252,14 +252,16 @@ def _log_explanations(pipeline: Pipeline, out: Path) -> None:
     mlflow.log_artifacts(str(out), artifact_path="explanations")
 
 
-def _log_behaviour(pipeline: Pipeline, classes: list[str]) -> dict[str, float]:
+def _log_behaviour(
+    predict: Callable[[list[str]], np.ndarray], classes: list[str]
+) -> dict[str, float]:
     """Behavioural checks (negation, intensifiers, contrast, invariances, product reviews) as a
     report artifact and one pass-rate metric per check; models without positive/negative
     classes have nothing to check."""
     if not {"positive", "negative"} <= set(classes):
         log.info("behavioural checks skipped: classes %s lack positive/negative", classes)
         return {}
-    results = run_checks(lambda texts: probabilities(pipeline, texts), classes)
+    results = run_checks(predict, classes)
     mlflow.log_dict(report(results), "behaviour/report.json")
     mlflow.log_text(markdown_table(results), "behaviour/report.md")
     failing = [r.name for r in results if not r.ok]
@@ -315,23 +317,14 @@ def _log_data(settings: TrainingSettings, splits: Splits) -> str:
 
 
 def _log_model(
-    pipeline_file: Path, splits: Splits, test_pred: pd.DataFrame, name: str
+    files: ModelFiles, splits: Splits, test_pred: pd.DataFrame, name: str
 ) -> mlflow.models.model.ModelInfo:
     example = splits.test[[TEXT]].head(3).reset_index(drop=True)
     signature = infer_signature(
         example, test_pred.head(3).reset_index(drop=True), params={"explain": False}
     )
-    return mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT,
-        python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-        artifacts={PIPELINE_ARTIFACT: str(pipeline_file)},
-        # The wrapper class lives in this package; ship it with the model.
-        code_paths=[str(Path(__file__).parent)],
-        signature=signature,
-        input_example=example,
-        pip_requirements=[f"{pkg}=={installed_version(pkg)}" for pkg in MODEL_REQUIREMENTS],
-        registered_model_name=name,
-    )
+    info: mlflow.models.model.ModelInfo = log_model(files, signature, example, name)
+    return info
 
 
 def _describe_version(

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import CountVectorizer
+
+from emotitrack.core.model_format import SentimentScorer
 
 LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)  # runs of letters: far fewer matches than letters
 DESCRIPTOR_COLUMNS = ("text_length", "word_count", "oov_share", "non_letter_share")
@@ -61,16 +62,30 @@ class TextDescriber:
     vocabulary: set[str] | None
 
     @classmethod
+    def for_model(cls, scorer: SentimentScorer | None) -> TextDescriber:
+        """Use the model format's word tokenizer and unigram vocabulary; for another kind of
+        model (None, or a model without word n-grams), the default word pattern and no
+        out-of-vocabulary share."""
+        tokenize = scorer.tokenizer() if scorer is not None else None
+        if scorer is None or tokenize is None:
+            return cls.default()
+        return cls(tokenize, scorer.unigrams())
+
+    @classmethod
     def for_pipeline(cls, pipeline: Any) -> TextDescriber:
-        """Use the pipeline's word-level vectorizer; without one (another kind of model), the
-        default word pattern and no out-of-vocabulary share."""
+        """The same from a fitted scikit-learn pipeline (the reference in training and
+        benchmarks), found by duck typing: the core does not import scikit-learn."""
         vectorizer = next(_word_vectorizers(pipeline), None)
         if vectorizer is None:
-            return cls(lambda text: _DEFAULT_TOKEN.findall(text.lower()), None)
+            return cls.default()
         analyze_tokens = vectorizer.build_tokenizer()
         preprocess = vectorizer.build_preprocessor()
         vocabulary = {term for term in vectorizer.vocabulary_ if " " not in term}
         return cls(lambda text: analyze_tokens(preprocess(text)), vocabulary)
+
+    @classmethod
+    def default(cls) -> TextDescriber:
+        return cls(lambda text: _DEFAULT_TOKEN.findall(text.lower()), None)
 
     def describe(self, texts: Iterable[str]) -> pd.DataFrame:
         return describe_texts(texts, self.tokenize, self.vocabulary)
@@ -84,10 +99,10 @@ class TextDescriber:
         )
 
 
-def _word_vectorizers(estimator: Any) -> Iterator[CountVectorizer]:
+def _word_vectorizers(estimator: Any) -> Iterator[Any]:
     """Fitted word-analyzer vectorizers anywhere in a pipeline (steps, unions, column
     transformers), first one first."""
-    if isinstance(estimator, CountVectorizer):  # TfidfVectorizer is one too
+    if hasattr(estimator, "build_tokenizer"):  # a CountVectorizer (TfidfVectorizer is one too)
         if estimator.analyzer == "word" and hasattr(estimator, "vocabulary_"):
             yield estimator
         return

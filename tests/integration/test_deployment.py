@@ -16,9 +16,10 @@ import httpx
 import pytest
 import yaml
 
+from harness.processes import free_port, wait_for_http
+from harness.registries import Registry, make_registry
+from harness.servers import ApiServer, start_api
 from tests.conftest import REPO
-from tests.integration.conftest import Registry, make_registry, start_api
-from tests.servers import ApiServer, free_port, wait_for_http
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts
@@ -42,12 +43,30 @@ def run(*command: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def dockerfile_stages() -> dict[str, str]:
+    """{stage name: its lines} of the Dockerfile, in order."""
+    stages: dict[str, str] = {}
+    for block in ("\n" + (REPO / "Dockerfile").read_text()).split("\nFROM ")[1:]:
+        stages[block.split("\n", 1)[0].split(" AS ")[1]] = block
+    return stages
+
+
 def test_dockerfile_passes_hadolint() -> None:
     run(tool("hadolint"), "--failure-threshold", "warning", "Dockerfile")
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert dockerfile.count("FROM python:3.11.11-slim-bookworm") == 2  # pinned, multi-stage
-    assert "USER 10001:10001" in dockerfile and "/health" in dockerfile
-    assert "requirements-runtime.lock" in dockerfile  # no test or lint tools in the image
+    assert "ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm\n" in dockerfile  # pinned
+    stages = dockerfile_stages()
+    assert list(stages)[-2:] == ["jobs", "api"]  # `docker build .` builds the API
+    for image in ("jobs", "api"):
+        assert "USER 10001:10001" in stages[image]
+        assert f"COPY --from=venv-{image} /opt/venv /opt/venv" in stages[image]
+    # each image installs its profile's lock exactly: no test or lint tools, and the API none
+    # of training's or monitoring's libraries
+    assert "--require-hashes requirements-serving.lock" in stages["venv-api"]
+    assert "--require-hashes requirements-runtime.lock" in stages["venv-jobs"]
+    assert "requirements.lock" not in dockerfile
+    assert "/health" in stages["api"]
+    assert 'CMD ["python", "-m", "serving", "--host", "0.0.0.0"]' in stages["api"]
 
 
 def test_compose_file_is_valid_and_keeps_secrets_out(tmp_path: Path) -> None:
@@ -157,8 +176,11 @@ def test_every_volume_our_image_mounts_is_writable_by_its_user() -> None:
     chown = next(line for line in dockerfile.splitlines() if "chown 10001:10001" in line)
     owned = set(chown.split("chown 10001:10001", 1)[1].split())
     services = compose_config(REPO / ".env.example")["services"]
-    ours = {n: s for n, s in services.items() if s.get("image") == "emotitrack:latest"}
+    ours = {n: s for n, s in services.items() if s.get("image", "").startswith("emotitrack-")}
     assert {"api", "mlflow", "train", "monitor"} <= set(ours)
+    targets = {name: service["build"]["target"] for name, service in ours.items()}
+    assert targets == {**dict.fromkeys(ours, "jobs"), "api": "api"}  # the lean image serves
+    assert set(targets.values()) <= set(dockerfile_stages())
     for name, service in ours.items():
         assert service.get("user", "10001:10001") == "10001:10001", name
         for volume in service.get("volumes", []):

@@ -15,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 
 from emotitrack.core.prediction_log import PredictionReader
+from harness.processes import free_port
 from tests.conftest import REPO
-from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 

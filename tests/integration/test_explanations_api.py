@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import make_registry, start_api
-from tests.servers import ApiServer
+from harness.registries import make_registry
+from harness.servers import ApiServer, start_api
 
 pytestmark = pytest.mark.integration
 

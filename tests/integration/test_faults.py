@@ -17,13 +17,14 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from benchmarks.soak import Registry, SoakConfig, run_soak, train_two_versions
 from emotitrack.core.prediction_log import PredictionReader
-from tests.integration.conftest import start_api
-from tests.integration.test_serving_lifecycle import Traffic, wait_until
-from tests.servers import ApiServer, MlflowServer
+from harness.data import review_sample
+from harness.processes import wait_until
+from harness.registries import Registry, reset_production
+from harness.servers import ApiServer, MlflowServer, start_api
+from harness.soak import SoakConfig, run_soak, train_two_versions
+from harness.traffic import Traffic
 from training.registry import promote
-from training.settings import TrainingSettings
 
 pytestmark = pytest.mark.integration
 RELOADS = "emotitrack_model_reloads_total"
@@ -146,10 +147,8 @@ class BigBatches:
 def test_sigterm_under_load_finishes_in_flight_requests_and_flushes_the_log(
     registry: Registry, tmp_path: Path
 ) -> None:
-    from benchmarks.soak import reset_production, traffic_texts
-
     reset_production(registry)
-    texts = traffic_texts(registry.data, 800, seed=1)
+    texts = review_sample(registry.settings.data, 800, seed=1)
     texts = (texts * 2)[:800]  # the module's sample holds 600 test reviews
     api = start_api(registry.tracking_uri, tmp_path)
     load = BigBatches(api.url, texts, clients=8)
@@ -175,8 +174,6 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_flushes_the_log(
 def test_tracking_server_down_at_start_up_then_back_then_down_again(
     registry: Registry, tmp_path: Path
 ) -> None:
-    from benchmarks.soak import reset_production
-
     reset_production(registry)
     # the registry's own SQLite file behind a real `mlflow server` (its artifacts stay local)
     backend = tmp_path / "registry.db"
@@ -236,10 +233,8 @@ def _alert_rules() -> list[dict[str, str]]:
 def test_a_promoted_version_with_missing_artifacts_is_refused_while_the_old_one_serves(
     registry: Registry, tmp_path: Path
 ) -> None:
-    from benchmarks.soak import reset_production, training_settings
-
     reset_production(registry)
-    settings: TrainingSettings = training_settings(registry.data, registry.tracking_uri)
+    settings = registry.settings
     client = MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.tracking_uri)
     good = client.get_model_version(settings.model_name, registry.versions[0])
     good_version = str(good.version)

@@ -12,8 +12,7 @@ import mlflow
 import pytest
 
 from emotitrack.core.prediction_log import PredictionReader
-from tests.integration.conftest import start_api
-from tests.servers import ApiServer
+from harness.servers import ApiServer, start_api
 
 pytestmark = pytest.mark.integration
 

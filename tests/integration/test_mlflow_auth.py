@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.servers import mlflow_server, start_api
 from tests.conftest import REPO
-from tests.integration.conftest import start_api
-from tests.servers import mlflow_server
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.servers import mlflow_server, postgres_cluster
+from harness.servers import mlflow_server, postgres_cluster
 from training.model import Hyperparameters
 from training.registry import promote
 from training.settings import TrainingSettings

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 from emotitrack.core.prediction_log import PredictionReader
+from harness.registries import Registry, make_registry
+from harness.servers import pushgateway, start_api
 from serving.prediction_log import PredictionLog
 from tests.conftest import REPO
-from tests.integration.conftest import Registry, make_registry, start_api
-from tests.servers import pushgateway
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = REPO / "test-artifacts"

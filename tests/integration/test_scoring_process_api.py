@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import SMALL
-from tests.integration.test_serving_lifecycle import Traffic, wait_until
-from tests.servers import ApiServer
+from harness.processes import wait_until
+from harness.registries import SMALL
+from harness.servers import ApiServer
+from harness.traffic import Traffic
 from training.registry import promote
 from training.settings import TrainingSettings
 from training.train import TrainingResult, train

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from emotitrack.core.prediction_log import PredictionReader
-from tests.integration.conftest import Registry, make_registry, start_api
-from tests.servers import ApiServer
+from harness.registries import Registry, make_registry
+from harness.servers import ApiServer, start_api
 from training.train import TrainingResult
 
 pytestmark = pytest.mark.integration

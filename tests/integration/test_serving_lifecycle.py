@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,7 +12,9 @@ import pytest
 from mlflow import MlflowClient
 
 from emotitrack.core.prediction_log import PredictionReader
-from tests.servers import ApiServer, mlflow_server, postgres_cluster
+from harness.processes import wait_until
+from harness.servers import ApiServer, PostgresCluster, mlflow_server, postgres_cluster
+from harness.traffic import Traffic
 from training.model import Hyperparameters
 from training.registry import promote
 from training.settings import TrainingSettings
@@ -24,56 +23,6 @@ from training.train import train
 pytestmark = pytest.mark.integration
 TOKEN = {"authorization": "Bearer s3cret"}
 SMALL = Hyperparameters(max_features=5_000)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-class Traffic:
-    """Clients sending /predict until stopped; every response is kept."""
-
-    def __init__(self, url: str, clients: int = 2) -> None:
-        self.url = url
-        self.statuses: Counter[int] = Counter()
-        self.versions: Counter[str] = Counter()
-        self.request_ids: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._send, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _send(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            i = 0
-            while not self._stop.is_set():
-                i += 1
-                response = client.post(
-                    "/predict", json={"text": f"review {i}: loved it, great cast"}
-                )
-                with self._lock:
-                    self.statuses[response.status_code] += 1
-                    if response.status_code == 200:
-                        body = response.json()
-                        self.versions[body["model_version"]] += 1
-                        self.request_ids.append(body["request_id"])
-
-    @property
-    def total(self) -> int:
-        return sum(self.statuses.values())
 
 
 def test_starts_without_a_model_and_picks_it_up_once_promoted(
@@ -196,20 +145,22 @@ def test_sigterm_flushes_every_acknowledged_prediction(
 
 
 @pytest.fixture
-def postgres_log() -> Iterator[object]:
+def postgres_log() -> Iterator[PostgresCluster]:
     with postgres_cluster() as cluster:
         yield cluster
 
 
 def test_postgres_prediction_log_outage_spills_and_replays(
-    settings: TrainingSettings, api_factory: Callable[..., ApiServer], postgres_log: object
+    settings: TrainingSettings,
+    api_factory: Callable[..., ApiServer],
+    postgres_log: PostgresCluster,
 ) -> None:
     cluster = postgres_log
     promote(settings, train(settings, SMALL).version)
-    api = api_factory(prediction_log_url=cluster.url, log_flush_interval_s="0.2")  # type: ignore[attr-defined]
+    api = api_factory(prediction_log_url=cluster.url, log_flush_interval_s="0.2")
     with Traffic(api.url) as traffic:
         wait_until(lambda: traffic.total > 30, what="traffic")
-        cluster.stop()  # type: ignore[attr-defined]
+        cluster.stop()
         seen = traffic.total
         wait_until(
             lambda: api.scrape().get("emotitrack_prediction_log_spilled_total", 0) > 0,
@@ -217,7 +168,7 @@ def test_postgres_prediction_log_outage_spills_and_replays(
         )
         wait_until(lambda: traffic.total > seen + 50, what="traffic during the outage")
         assert httpx.get(f"{api.url}/ready").json()["prediction_log_store_up"] is False
-        cluster.start()  # type: ignore[attr-defined]
+        cluster.start()
         wait_until(
             lambda: api.scrape().get("emotitrack_prediction_log_store_up") == 1,
             what="the store back",
@@ -228,7 +179,7 @@ def test_postgres_prediction_log_outage_spills_and_replays(
     assert api.terminate() == 0
     metrics_replayed = list(Path.cwd().glob("spill/spill-*.jsonl"))
     assert metrics_replayed == []  # everything spilled was replayed
-    logged = PredictionReader(cluster.url).read()  # type: ignore[attr-defined]
+    logged = PredictionReader(cluster.url).read()
     assert sorted(logged["request_id"]) == sorted(traffic.request_ids)
 
 

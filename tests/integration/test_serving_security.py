@@ -15,10 +15,11 @@ import httpx
 import mlflow
 import pytest
 
+from emotitrack.core import model_format
 from emotitrack.core.descriptors import DESCRIPTOR_COLUMNS, TextDescriber
 from emotitrack.core.prediction_log import PredictionReader
-from tests.integration.conftest import Registry, make_registry, start_api
-from tests.servers import ApiServer
+from harness.registries import Registry, make_registry
+from harness.servers import ApiServer, start_api
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +149,9 @@ def test_cors_opens_only_to_the_configured_origin(guarded: ApiServer) -> None:
     assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == ORIGIN
 
 
-def test_texts_are_hashed_and_described_not_stored(guarded: ApiServer, registry: Registry) -> None:
+def test_texts_are_hashed_and_described_not_stored(
+    guarded: ApiServer, registry: Registry, tmp_path: Path
+) -> None:
     texts = ["An utterly delightful film, full of charm!!", "Tedious 2/10 zzzqx blorf."]
     answer = httpx.post(f"{guarded.url}/predict/batch", json={"texts": texts}, headers=key())
     ids = [p["request_id"] for p in answer.json()["predictions"]]
@@ -163,12 +166,9 @@ def test_texts_are_hashed_and_described_not_stored(guarded: ApiServer, registry:
     assert list(rows["text_sha256"]) == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
     # the same descriptors monitoring computes from a text with the model's own tokenizer
     mlflow.set_tracking_uri(registry.tracking_uri)
-    pipeline = (
-        mlflow.pyfunc.load_model(f"runs:/{registry.first.run_id}/model")
-        .unwrap_python_model()
-        .pipeline
-    )
-    expected = TextDescriber.for_pipeline(pipeline).describe(texts)
+    scorer = model_format.read_logged(model_format.download(registry.first.model_uri, tmp_path))
+    assert scorer is not None
+    expected = TextDescriber.for_model(scorer).describe(texts)
     assert expected["oov_share"].iloc[1] > 0  # a made-up word: the vocabulary was used
     for name in DESCRIPTOR_COLUMNS:
         assert rows[name].tolist() == pytest.approx(expected[name].tolist()), name

@@ -1,4 +1,5 @@
-"""The soak benchmark's core in quick mode: mixed traffic while the server reloads under load."""
+"""The soak (``harness.soak``, which ``benchmarks.soak`` runs) in quick mode: mixed traffic
+while the server reloads under load."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.soak import SoakConfig, run_soak
+from harness.soak import SoakConfig, run_soak
 
 pytestmark = pytest.mark.integration
 

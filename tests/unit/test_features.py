@@ -10,7 +10,7 @@ import pytest
 from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from emotitrack.core import text as features
+from emotitrack.core import model_format
 from training.features import (
     WORD_PATTERN,
     LeanTfidfVectorizer,
@@ -52,7 +52,7 @@ def test_skipping_the_elongation_regex_changes_no_text(
     reviews = texts["text"].tolist()[:500]
     raw = [*reviews, *(review[:120] for review in reviews), *odd]
     fast = [normalize_text(t) for t in raw]
-    monkeypatch.setattr(features, "_has_word_character_run", lambda text: True)
+    monkeypatch.setattr(model_format, "_has_word_character_run", lambda text: True)
     assert [normalize_text(t) for t in raw] == fast
 
 

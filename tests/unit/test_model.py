@@ -1,8 +1,7 @@
-"""The pipeline and its pyfunc wrapper, on a small real sample."""
+"""The reference pipeline (fitting, calibration, NB folding), on a small real sample."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +9,13 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
+from training.hyperparameters import Hyperparameters, describe_model
 from training.model import (
-    Hyperparameters,
-    SentimentModel,
     build_pipeline,
-    describe_model,
-    explain,
     fit_pipeline,
     prediction_table,
     probabilities,
     strongest_ngrams,
-    texts_from_input,
 )
 
 
@@ -40,26 +35,6 @@ def test_one_row_per_text_with_normalised_probabilities(fitted: Pipeline) -> Non
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(table["confidence"], probs.max(axis=1))
     assert list(table["label"][:2]) == ["positive", "negative"]
-
-
-@pytest.mark.parametrize(
-    "given",
-    [
-        pd.DataFrame({"text": ["a", "b"]}),
-        pd.DataFrame({"review": ["a", "b"]}),
-        pd.Series(["a", "b"]),
-        np.array(["a", "b"]),
-        ["a", "b"],
-    ],
-)
-def test_every_pyfunc_input_shape_yields_one_text_per_row(given: object) -> None:
-    # The pitfall this guards: a DataFrame iterated as column names gives one "text" for N rows.
-    assert texts_from_input(given) == ["a", "b"]
-
-
-def test_ambiguous_frame_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"expected a 'text' column, got columns \['a', 'b'\]"):
-        texts_from_input(pd.DataFrame({"a": ["x"], "b": ["y"]}))
 
 
 @pytest.fixture(scope="module")
@@ -129,26 +104,6 @@ def test_calibrating_on_a_held_out_set_minimises_its_log_loss(
     assert temperature != pytest.approx(1.0, abs=0.02)
 
 
-def test_explanation_contributions_add_up_to_the_logit(
-    sample: tuple[list[str], list[str]],
-) -> None:
-    texts, labels = sample
-    pipeline = build_pipeline(Hyperparameters(max_features=5000), seed=0)
-    fit_pipeline(pipeline, texts, labels, calibration_folds=3, seed=0)
-    text = "A wonderful, moving film with a dull start."
-    [explanation] = explain(pipeline, [text], top=10_000)
-    towards_positive = sum(item["contribution"] for item in explanation["positive"])
-    towards_negative = sum(item["contribution"] for item in explanation["negative"])
-    intercept = float(pipeline.named_steps["clf"].intercept_[0])
-    proba = probabilities(pipeline, [text])[0]
-    assert towards_positive - towards_negative + intercept == pytest.approx(
-        np.log(proba[1] / proba[0]), abs=1e-3
-    )
-    top_positive = [item["ngram"] for item in explain(pipeline, [text], top=3)[0]["positive"]]
-    assert "wonderful" in top_positive
-    assert "dull" in [item["ngram"] for item in explanation["negative"]]
-
-
 def test_strongest_ngrams_are_sentiment_words(sample: tuple[list[str], list[str]]) -> None:
     texts, labels = sample
     pipeline = build_pipeline(Hyperparameters(max_features=5000), seed=0)
@@ -161,18 +116,6 @@ def test_strongest_ngrams_are_sentiment_words(sample: tuple[list[str], list[str]
     assert {"great", "excellent", "best", "wonderful"} & set(
         table.query("`class` == 'positive'")["ngram"]
     )
-
-
-def test_pyfunc_adds_explanations_only_when_asked(sample: tuple[list[str], list[str]]) -> None:
-    texts, labels = sample
-    model = SentimentModel()
-    model.pipeline = build_pipeline(Hyperparameters(max_features=5000), seed=0).fit(texts, labels)
-    frame = pd.DataFrame({"text": ["A great film.", "Awful."]})
-    assert "explanation" not in model.predict(None, frame).columns
-    explained = model.predict(None, frame, params={"explain": True})
-    first = json.loads(explained["explanation"][0])
-    assert set(first) == {"negative", "positive"}
-    assert first["positive"][0]["ngram"] == "great"
 
 
 def test_calibration_folds_0_fits_no_temperature_even_given_a_calibration_set(

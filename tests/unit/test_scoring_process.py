@@ -14,16 +14,12 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
+from emotitrack.core import model_format
+from emotitrack.core.model_format import ModelFiles
 from serving import scoring_process
 from serving.scoring_process import ScoringProcess
-from training.model import (
-    Hyperparameters,
-    build_pipeline,
-    fit_pipeline,
-    probabilities,
-    save_pipeline,
-)
-from training.scoring import compile_scorer
+from training.export import to_format
+from training.model import Hyperparameters, build_pipeline, fit_pipeline, probabilities
 
 TEXTS = ["A wonderful, moving film.", "Dull and far too long.", "not bad at all", "zzqx"]
 
@@ -36,11 +32,15 @@ def pipeline(imdb_sample: Path) -> Pipeline:
     return fitted
 
 
+@pytest.fixture(scope="module")
+def files(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    exported = to_format(pipeline)
+    return model_format.write(tmp_path_factory.mktemp("model"), exported.config, exported.arrays)
+
+
 @pytest.fixture
-def scoring(pipeline: Pipeline) -> Iterator[ScoringProcess]:
-    in_process = compile_scorer(pipeline)
-    assert in_process is not None
-    process = ScoringProcess(pipeline, in_process, label="test")
+def scoring(files: ModelFiles) -> Iterator[ScoringProcess]:
+    process = ScoringProcess(model_format.read_files(files), label="test", files=files)
     yield process
     process.close()
 
@@ -141,13 +141,9 @@ def test_close_stops_the_child_and_later_calls_still_answer(
     assert not scoring.in_child
 
 
-def test_the_child_reads_the_models_own_file_when_it_has_one(
-    pipeline: Pipeline, tmp_path: Path
-) -> None:
-    path = save_pipeline(pipeline, tmp_path / "pipeline.pkl")
-    scoring = ScoringProcess(
-        None, lambda texts: np.zeros((len(texts), 2)), label="file", pipeline_path=path
-    )
+def test_the_child_scores_from_the_models_files(files: ModelFiles, pipeline: Pipeline) -> None:
+    # The in-process scorer here answers zeros: only the child can give the right answer.
+    scoring = ScoringProcess(lambda texts: np.zeros((len(texts), 2)), label="file", files=files)
     try:
         scoring._start()
         assert scoring.in_child
@@ -156,15 +152,16 @@ def test_the_child_reads_the_models_own_file_when_it_has_one(
         scoring.close()
 
 
-def test_a_pipeline_the_child_cannot_compile_stays_in_process(pipeline: Pipeline) -> None:
-    unusual = Pipeline([("features", pipeline.named_steps["features"]), ("lr", pipeline[-1])])
+def test_a_model_the_child_cannot_read_stays_in_process(files: ModelFiles, tmp_path: Path) -> None:
+    broken = ModelFiles(tmp_path / "config.json", files.arrays)
+    broken.config.write_text('{"format": "emotitrack-sentiment", "format_version": 99}')
     calls: list[list[str]] = []
 
     def in_process(texts: list[str]) -> np.ndarray:
         calls.append(texts)
         return np.full((len(texts), 2), 0.5)
 
-    scoring = ScoringProcess(unusual, in_process, label="unusual")
+    scoring = ScoringProcess(in_process, label="unreadable", files=broken)
     try:
         scoring._start()  # synchronously: the child refuses, no child is kept
         assert not scoring.in_child
