@@ -74,7 +74,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(
     source = MlflowClient().get_model_version(settings.model_name, broken.version).source
     model_id = source.removeprefix("models:/")  # MLflow 3: versions point at a logged model
     artifacts = Path(urlparse(mlflow.get_logged_model(model_id).artifact_location).path)
-    (artifacts / "artifacts" / "pipeline.pkl").write_bytes(b"corrupt")
+    (artifacts / "artifacts" / "arrays.npz").write_bytes(b"corrupt")
     promote(settings, broken.version)
     reload = httpx.post(f"{api.url}/admin/reload", headers=TOKEN).json()
     assert reload == {"outcome": "load_failed", "model_version": "1"}
