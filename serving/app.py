@@ -13,7 +13,16 @@ from serving import VERSION
 from serving.guards import ApiKeyGuard, ApiKeys, BodySizeLimit, RequestTimeout, document_api_keys
 from serving.http_errors import EXCEPTION_HANDLERS
 from serving.middleware import MetricsMiddleware
-from serving.routes import admin, feedback, health, invocations, metrics, predictions
+from serving.routes import (
+    admin,
+    docs,
+    feedback,
+    health,
+    invocations,
+    metrics,
+    open_inference,
+    predictions,
+)
 from serving.service import Service
 from serving.settings import ServingSettings
 
@@ -38,10 +47,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     routers = [
         health.router,
         predictions.router(settings),
-        invocations.router,
+        invocations.router(settings),
+        open_inference.router,
         feedback.router,
         metrics.router,
-        admin.router,
+        admin.router(settings),
+        docs.router(),
     ]
     # NB: their routes, not app.include_router(): FastAPI matches an included router through
     # an extra layer on every request.
@@ -52,6 +63,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         routes=[route for router in routers for route in router.routes],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
+        docs_url=None,  # serving.routes.docs: the same pages, with their assets served here
+        redoc_url=None,
     )
     route_paths = {path for route in app.routes if (path := getattr(route, "path", None))}
     # Added innermost first. Outermost to innermost: CORS (answers preflights, labels every
@@ -60,6 +73,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     if keys:
         app.add_middleware(ApiKeyGuard, keys=keys)
         document_api_keys(app)
+    feedback.document_labels(app)  # outermost: the classes follow the model, never cached
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTimeout, timeout_s=settings.request_timeout_s)
     app.add_middleware(MetricsMiddleware, routes=route_paths)

@@ -1,11 +1,13 @@
-"""What routes ask for by type: ``service: ServiceDep``, and the admin token check."""
+"""What routes ask for by type: ``service: ServiceDep``, the admin token check, and which
+protocol's error body a router answers with (``speaks``)."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.guards import ApiKeys
+from serving.http_errors import Protocol
 from serving.service import Service
 
 bearer = HTTPBearer(auto_error=False)
@@ -34,3 +36,12 @@ async def require_admin(service: ServiceDep, credentials: BearerToken) -> None:
 
 
 AdminOnly = Depends(require_admin)
+
+
+def speaks(protocol: Protocol) -> Any:
+    """A router dependency: errors on its routes get ``protocol``'s body (serving.http_errors)."""
+
+    async def mark(request: Request) -> None:
+        request.state.protocol = protocol
+
+    return Depends(mark)

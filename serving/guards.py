@@ -17,6 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The endpoints that see texts or write to the prediction log.
 KEYED_PATHS = frozenset({"/predict", "/predict/batch", "/invocations", "/feedback"})
+
+
+def is_keyed(path: str) -> bool:
+    """One of KEYED_PATHS, or an Open Inference Protocol infer route (its path names the model:
+    ``/v2/models/{name}[/versions/{version}]/infer``)."""
+    return path in KEYED_PATHS or (path.startswith("/v2/models/") and path.endswith("/infer"))
+
+
 HOW_TO_SEND_A_KEY = "send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
 
 
@@ -179,7 +187,7 @@ class ApiKeyGuard:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in KEYED_PATHS:
+        if scope["type"] == "http" and is_keyed(scope["path"]):
             given = key_from_headers(scope["headers"])
             if given is None or not self.keys.accepts(given):
                 problem = "missing API key" if given is None else "API key not accepted"
@@ -211,8 +219,8 @@ def document_api_keys(app: FastAPI) -> None:
             "name": "X-API-Key",
             "description": "An EMOTITRACK_API_KEYS key.",
         }
-        for path in KEYED_PATHS:
-            for operation in schema["paths"].get(path, {}).values():
+        for path in filter(is_keyed, schema["paths"]):
+            for operation in schema["paths"][path].values():
                 operation["security"] = [{"ApiKeyBearer": []}, {"ApiKeyHeader": []}]
                 operation["responses"]["401"] = {
                     "description": f"Missing or wrong API key: {HOW_TO_SEND_A_KEY}.",

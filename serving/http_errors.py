@@ -1,12 +1,16 @@
 """How the API answers an error: the service's domain errors by ``serving.errors.HTTP_STATUS``,
 and FastAPI's own refusals (body not JSON, invalid field) with a message that says what to fix.
 
-``EXCEPTION_HANDLERS`` is given to the app once, when it is built."""
+The body is the protocol's that the route speaks (``serving.deps.speaks``): ``{"detail": ...}``
+by default, MLflow's ``{"error_code": ..., "message": ...}`` on its scoring routes, and the Open
+Inference Protocol's ``{"error": ...}`` on ``/v2``. ``EXCEPTION_HANDLERS`` is given to the app
+once, when it is built."""
 
 from __future__ import annotations
 
 import email.message
 from collections.abc import Callable, Coroutine
+from enum import StrEnum
 from typing import Any
 
 from fastapi import Request
@@ -15,7 +19,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from serving.errors import HTTP_STATUS, ServingError
+from serving.errors import HTTP_STATUS, MLFLOW_ERROR_CODE, ServingError
+
+
+class Protocol(StrEnum):
+    """Whose error body a route answers with."""
+
+    EMOTITRACK = "emotitrack"
+    MLFLOW = "mlflow"
+    OPEN_INFERENCE = "open-inference"
+
 
 # What FastAPI answers when the JSON parser fails with anything but a syntax error: invalid
 # UTF-8, nesting past the recursion limit, an integer over Python's 4,300 digits.
@@ -33,15 +46,39 @@ FIELD_FIXES = {
 }
 
 
+def protocol_of(request: Request) -> Protocol:
+    protocol: Protocol = getattr(request.state, "protocol", Protocol.EMOTITRACK)
+    return protocol
+
+
+def error_body(protocol: Protocol, message: str, mlflow_code: str) -> dict[str, Any]:
+    if protocol is Protocol.MLFLOW:
+        # "detail": EmotiTrack's own key, kept for the clients written against it before
+        return {"error_code": mlflow_code, "message": message, "detail": message}
+    if protocol is Protocol.OPEN_INFERENCE:
+        return {"error": message}
+    return {"detail": message}
+
+
 async def domain_error(request: Request, exc: ServingError) -> Response:
     """The status of the error's own class; an unmapped one fails here (KeyError: a 500)."""
-    return JSONResponse({"detail": str(exc)}, status_code=HTTP_STATUS[type(exc)])
+    status = HTTP_STATUS[type(exc)]
+    body = error_body(protocol_of(request), str(exc), MLFLOW_ERROR_CODE[type(exc)])
+    return JSONResponse(body, status_code=status)
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
         exc = HTTPException(400, detail=BODY_PARSE_PROBLEM)
-    return await http_exception_handler(request, exc)
+    protocol = protocol_of(request)
+    if protocol is Protocol.EMOTITRACK:
+        return await http_exception_handler(request, exc)
+    code = "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR"
+    return JSONResponse(
+        error_body(protocol, str(exc.detail), code),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -54,22 +91,23 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> Resp
         for e in exc.errors()
     ]
     content_type = request.headers.get("content-type", "")
-    if request.method == "POST" and not is_json_media_type(content_type):
-        return JSONResponse(
-            {
-                "detail": "send JSON with Content-Type: application/json "
-                f"(got {content_type or 'none'})"
-            },
-            status_code=415,
-        )
-    if any(e["type"] == "json_invalid" for e in errors):
-        return JSONResponse(
-            {"detail": "request body is not valid JSON", "errors": errors}, status_code=400
-        )
-    summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
-    return JSONResponse(
-        {"detail": f"invalid request: {summary}", "errors": errors}, status_code=422
-    )
+    protocol = protocol_of(request)
+    # the Open Inference routes read a body without a Content-Type as JSON (tritonclient)
+    untyped_json = protocol is Protocol.OPEN_INFERENCE and not content_type
+    if request.method == "POST" and not (untyped_json or is_json_media_type(content_type)):
+        status = 415
+        message = f"send JSON with Content-Type: application/json (got {content_type or 'none'})"
+    elif any(e["type"] == "json_invalid" for e in errors):
+        status, message = 400, "request body is not valid JSON"
+    else:
+        summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
+        status, message = 422, f"invalid request: {summary}"
+    if protocol is not Protocol.EMOTITRACK:  # the protocol's body: no room for "errors"
+        # The Open Inference Protocol answers every refused request with a 400.
+        body = error_body(protocol, message, "INVALID_PARAMETER_VALUE")
+        return JSONResponse(body, status_code=400 if status == 422 else status)
+    body = {"detail": message} if status == 415 else {"detail": message, "errors": errors}
+    return JSONResponse(body, status_code=status)
 
 
 def is_json_media_type(content_type: str) -> bool:

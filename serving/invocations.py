@@ -1,25 +1,50 @@
-"""Texts out of `mlflow models serve` payloads, so its clients can switch without changes.
+"""Texts and params out of `mlflow models serve` payloads, so its clients can switch without
+changes.
 
 Formats (as MLflow's scoring server): JSON ``dataframe_split``, ``dataframe_records``,
-``instances``, ``inputs`` (optionally with ``params``, ignored), or CSV with a header row.
+``instances``, ``inputs``, each optionally with ``params`` (the model's: ``explain``), or CSV
+with a ``text`` header. Refused as MLflow refuses them: a Content-Type charset other than UTF-8
+or with unknown parameters (415), a body that is no known format (400 ``BAD_REQUEST``), rows
+without a ``text`` column or params of the wrong type (400 ``INVALID_PARAMETER_VALUE``).
+
+Where we differ on purpose (tests/integration/test_mlflow_protocol.py lists each): a cell that
+is not a string is refused, not turned into one (``null`` would be classified as "None"); a
+``dataframe_split`` without ``columns`` reads its one column as the text; any Content-Type but
+CSV is read as JSON.
 """
 
 from __future__ import annotations
 
 import csv
+import email.message
 import io
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from serving.errors import PayloadError
+from serving.errors import InvalidParams, PayloadError, SchemaMismatch, UnsupportedMediaType
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+# The model's params (its signature's ParamSchema): name -> type.
+PARAMS: dict[str, type] = {"explain": bool}
 
 
-def texts_from_payload(body: bytes, content_type: str) -> list[str]:
-    if content_type.split(";")[0].strip().lower() == "text/csv":
-        return _from_csv(body)
+@dataclass(frozen=True)
+class Invocation:
+    """What an ``/invocations`` request asks: the texts, in order, and the model's params."""
+
+    texts: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def explain(self) -> bool:
+        return bool(self.params.get("explain", False))
+
+
+def read_invocation(body: bytes, content_type: str) -> Invocation:
+    if _media_type(content_type) == "text/csv":
+        return Invocation(_from_csv(body))  # CSV carries no params, as in MLflow
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -29,18 +54,55 @@ def texts_from_payload(body: bytes, content_type: str) -> list[str]:
     keys = [k for k in FORMATS if k in payload]
     if len(keys) != 1:
         raise PayloadError(f"expected exactly one of {FORMATS}, got keys {sorted(payload)}")
-    return _texts(keys[0], payload[keys[0]])
+    return Invocation(_texts(keys[0], payload[keys[0]]), _params(payload.get("params")))
+
+
+def texts_from_payload(body: bytes, content_type: str) -> list[str]:
+    return read_invocation(body, content_type).texts
+
+
+def _media_type(content_type: str) -> str:
+    """The media type, lower case; refuses what MLflow refuses: a charset other than UTF-8,
+    parameters other than charset."""
+    message = email.message.Message()
+    message["content-type"] = content_type or "application/json"
+    parameters = dict(message.get_params(failobj=[])[1:])
+    charset = parameters.pop("charset", "utf-8").lower()
+    if charset != "utf-8":
+        raise UnsupportedMediaType(f"charset {charset!r}: the scoring server only supports UTF-8")
+    if parameters:
+        raise UnsupportedMediaType(f"unrecognized Content-Type parameters: {sorted(parameters)}")
+    return message.get_content_type()
+
+
+def _params(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidParams(f"params must be a JSON object, got {type(value).__name__}")
+    for name, kind in PARAMS.items():
+        if name in value and not isinstance(value[name], kind):
+            raise InvalidParams(
+                f"params.{name} must be a {kind.__name__}, got {type(value[name]).__name__}"
+            )
+    # Unknown params are left out, as MLflow does (it logs a warning).
+    return {name: value[name] for name in PARAMS if name in value}
 
 
 def _texts(kind: str, value: Any) -> list[str]:
     if kind == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
             raise PayloadError("dataframe_split needs {'columns': [...], 'data': [[...], ...]}")
-        columns = value.get("columns") or ["text"]
-        column = _text_column(columns)
+        if unknown := sorted(set(value) - {"columns", "data", "index"}):
+            raise PayloadError(f"dataframe_split takes columns, data and index; got {unknown}")
+        columns = value.get("columns")
+        column = _text_column(["text"] if columns is None else columns)
         rows = value["data"]
         if not isinstance(rows, list):
             raise PayloadError("dataframe_split.data must be a list of rows")
+        index = value.get("index")
+        if index is not None and (not isinstance(index, list) or len(index) != len(rows)):
+            raise PayloadError("dataframe_split.index must have one entry per row of data")
         return [
             _cell(row[column] if isinstance(row, list) and len(row) > column else None, i)
             for i, row in enumerate(rows)
@@ -54,10 +116,12 @@ def _texts(kind: str, value: Any) -> list[str]:
     # instances / inputs: a list of texts, a list of {'text': ...}, or {'text': [...]}
     if isinstance(value, dict):
         value = value.get("text")
+        if isinstance(value, str):
+            value = [value]
     if isinstance(value, str):
-        value = [value]
+        raise SchemaMismatch(f"{kind} is a bare string; send a list of texts or {{'text': [...]}}")
     if not isinstance(value, list):
-        raise PayloadError(f"{kind} must be a list of texts or {{'text': [...]}}")
+        raise SchemaMismatch(f"{kind} must be a list of texts or {{'text': [...]}}")
     return [_cell(v.get("text") if isinstance(v, dict) else v, i) for i, v in enumerate(value)]
 
 
@@ -66,14 +130,12 @@ def _text_column(columns: Any) -> int:
         raise PayloadError("dataframe_split.columns must be a list")
     if "text" in columns:
         return columns.index("text")
-    if len(columns) == 1:
-        return 0
-    raise PayloadError(f"expected a 'text' column, got {columns}")
+    raise SchemaMismatch(f"expected a 'text' column, got {columns}")
 
 
 def _cell(value: Any, row: int) -> str:
     if not isinstance(value, str):
-        raise PayloadError(f"row {row}: expected a text string, got {type(value).__name__}")
+        raise SchemaMismatch(f"row {row}: expected a text string, got {type(value).__name__}")
     return value
 
 
@@ -84,7 +146,8 @@ def _from_csv(body: bytes) -> list[str]:
     except (UnicodeDecodeError, csv.Error) as exc:
         raise PayloadError(f"body is not UTF-8 CSV: {exc}") from exc
     fields = reader.fieldnames or []
-    if "text" not in fields and len(fields) != 1:
-        raise PayloadError(f"CSV needs a 'text' column, got {fields}")
-    column = "text" if "text" in fields else fields[0]
-    return [_cell(r[column], i) for i, r in enumerate(rows)]
+    if not fields:
+        raise PayloadError("CSV needs a 'text' column, got an empty body")
+    if "text" not in fields:
+        raise SchemaMismatch(f"CSV needs a 'text' column, got {fields}")
+    return [_cell(r["text"], i) for i, r in enumerate(rows)]

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from fastapi.responses import Response
 
-from serving.schemas import ErrorResponse
+from serving.schemas import ErrorResponse, MlflowErrorResponse, OpenInferenceError
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed body (not JSON, not a known payload)."},
@@ -30,6 +30,40 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "No model loaded yet (none promoted, or registry down), or the request "
         "was not answered within EMOTITRACK_REQUEST_TIMEOUT_S.",
     },
+}
+
+
+# The MLflow scoring routes' refusals: its error body, its statuses (415 as MLflow for a
+# charset other than UTF-8; the body guards' 408/413 keep EmotiTrack's body).
+MLFLOW_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": MlflowErrorResponse,
+        "description": "Not a known payload (BAD_REQUEST), or rows without a text column, a "
+        "cell that is not a string, params of the wrong type (INVALID_PARAMETER_VALUE).",
+    },
+    408: ERRORS[408],
+    413: ERRORS[413],
+    415: {
+        "model": MlflowErrorResponse,
+        "description": "Content-Type with a charset other than UTF-8 or unknown parameters.",
+    },
+    422: {
+        "model": MlflowErrorResponse,
+        "description": "A text empty, with NUL or too long, or too many texts.",
+    },
+    503: {
+        "model": MlflowErrorResponse,
+        "description": "No model loaded yet (TEMPORARILY_UNAVAILABLE).",
+    },
+}
+
+# The Open Inference Protocol's refusals: {"error": ...}.
+OPEN_INFERENCE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OpenInferenceError, "description": "Malformed or invalid inference request."},
+    404: {"model": OpenInferenceError, "description": "No such model or version served."},
+    415: {"model": OpenInferenceError, "description": "Body sent without JSON Content-Type."},
+    422: {"model": OpenInferenceError, "description": "A text empty, with NUL or too long."},
+    503: {"model": OpenInferenceError, "description": "No model loaded yet."},
 }
 
 

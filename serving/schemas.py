@@ -27,6 +27,8 @@ BLANK_PROBLEM = "is empty or whitespace; send the text to classify"
 NUL_PROBLEM = "contains NUL characters (\\u0000); remove them"
 # As serving.prediction_log.new_request_id issues them (uuid4().hex).
 REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
+# What text_problem accepts, for OpenAPI: no NUL, and one character that is not blank.
+CLASSIFIABLE_TEXT = r"^[^\x00]*[^\s\x00\x1c-\x1f][^\x00]*$"
 REQUEST_ID_LENGTH = 32
 
 
@@ -158,6 +160,20 @@ class ErrorResponse(BaseModel):
     )
 
 
+class MlflowErrorResponse(BaseModel):
+    """MLflow's error body (``mlflow models serve``)."""
+
+    error_code: str = Field(description="MLflow's code: BAD_REQUEST, INVALID_PARAMETER_VALUE...")
+    message: str = Field(description="What went wrong and how to fix the request.")
+    detail: str = Field(description="The same message under EmotiTrack's own key.")
+
+
+class OpenInferenceError(BaseModel):
+    """The Open Inference Protocol's error body."""
+
+    error: str = Field(description="What went wrong and how to fix the request.")
+
+
 class ServiceInfo(BaseModel):
     service: str
     version: str
@@ -201,3 +217,77 @@ class ModelInfo(BaseModel):
 class ReloadResponse(BaseModel):
     outcome: str
     model_version: str | None
+
+
+# The Open Inference Protocol (V2): its JSON objects, as its REST specification names them.
+class MetadataTensor(BaseModel):
+    name: str
+    datatype: str = Field(description="BYTES for texts, FP64 for numbers.")
+    shape: list[int] = Field(description="-1: any length.")
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[MetadataTensor]
+    outputs: list[MetadataTensor]
+
+
+class ModelReadiness(BaseModel):
+    name: str
+    ready: bool
+
+
+class Liveness(BaseModel):
+    live: bool
+
+
+class ServerReadiness(BaseModel):
+    ready: bool
+
+
+class RequestInput(BaseModel):
+    name: StrictStr = Field(description='The texts: "text".')
+    shape: list[int] = Field(description="[N] or [N, 1] for N texts.")
+    datatype: StrictStr = Field(description="BYTES.")
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(description="The N texts, flat or nested by shape.")
+
+
+class RequestOutput(BaseModel):
+    name: StrictStr = Field(description="label, confidence, probabilities or request_id.")
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    id: StrictStr | None = Field(None, description="Echoed in the response.")
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = Field(
+        None, description="The outputs to return (default: all)."
+    )
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class InferenceResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())  # model_name is the protocol's field
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[ResponseOutput]

@@ -25,6 +25,7 @@ from serving.errors import (
     NoModelLoaded,
     PredictionLogUnavailable,
     UnknownLabel,
+    UnknownModel,
     UnknownPrediction,
 )
 from serving.metrics import ServingMetrics, build_metrics
@@ -106,6 +107,18 @@ class Service:
             raise NoModelLoaded(
                 f"no model loaded: {self.store.status.last_error or 'starting up'}; "
                 "promote a version (emotitrack promote) and retry"
+            )
+        return model
+
+    def served(self, name: str, version: str | None = None) -> LoadedModel:
+        """The loaded model if it is ``name`` (at ``version``, when given): the Open Inference
+        Protocol names the model in every path."""
+        model = self.model()
+        if name != model.name or (version is not None and version != model.version):
+            asked = name if version is None else f"{name} version {version}"
+            raise UnknownModel(
+                f"model {asked!r} is not served; this server serves {model.name!r} version "
+                f"{model.version}"
             )
         return model
 
