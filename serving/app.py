@@ -66,7 +66,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         docs_url=None,  # serving.routes.docs: the same pages, with their assets served here
         redoc_url=None,
     )
-    route_paths = {path for route in app.routes if (path := getattr(route, "path", None))}
+    route_paths = [
+        (path, route.path_regex)
+        for route in app.routes
+        if (path := getattr(route, "path", None)) and hasattr(route, "path_regex")
+    ]
     # Added innermost first. Outermost to innermost: CORS (answers preflights, labels every
     # answer), metrics (count refusals too), timeout, size limit, API key, routes.
     keys = ApiKeys(settings.api_keys)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,9 +15,20 @@ class MetricsMiddleware:
     """Count, time and track in-flight requests by route template and status code. Plain ASGI,
     outside the guards, so refusals (401, 408, 413, 503) are counted too."""
 
-    def __init__(self, app: ASGIApp, routes: set[str]) -> None:
+    def __init__(self, app: ASGIApp, routes: Iterable[tuple[str, re.Pattern[str]]]) -> None:
         self.app = app
-        self.routes = routes
+        templates = list(routes)
+        self.routes = {path for path, _ in templates}
+        # Templates with parameters (/v2/models/{name}/infer) are matched by regex, so each
+        # model's requests are labelled by the template, not counted as unmatched.
+        self.patterns = [(path, regex) for path, regex in templates if "{" in path]
+
+    def route_of(self, path: str) -> str:
+        if path in self.routes:
+            return path
+        return next(
+            (template for template, regex in self.patterns if regex.match(path)), "unmatched"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -25,7 +38,7 @@ class MetricsMiddleware:
         if service is None:
             await self.app(scope, receive, send)
             return
-        path = scope["path"] if scope["path"] in self.routes else "unmatched"
+        path = self.route_of(scope["path"])
         method = scope["method"]
         status = 500
         metrics = service.metrics

@@ -94,6 +94,12 @@ def test_infer_answers_as_predict_and_its_request_ids_take_feedback(
             f"{api.url}/feedback", json={"request_id": request_id, "label": "positive"}
         )
         assert stored.status_code == 200, stored.text
+    # counted under the route's template, not as "unmatched"
+    counted = [
+        series for series in api.scrape() if series.startswith("emotitrack_http_requests_total")
+    ]
+    assert any('route="/v2/models/{name}/infer"' in series for series in counted), counted
+    assert not any('route="unmatched"' in series for series in counted), counted
 
 
 def test_infer_by_version_and_chosen_outputs(client: triton.InferenceServerClient) -> None:
