@@ -20,7 +20,7 @@ pytest: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/bandit -q -r training serving monitoring emotitrack --severity-level medium
+	$(BIN)/bandit -q -r training serving monitoring batch emotitrack --severity-level medium
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
@@ -41,7 +41,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
-	$(BIN)/python -m compileall -q training serving monitoring emotitrack >/dev/null
+	$(BIN)/python -m compileall -q training serving monitoring batch emotitrack >/dev/null
 	touch $@
 
 # Re-pin after changing dependencies in pyproject.toml. The full lock (every part and the dev
@@ -56,7 +56,7 @@ COMPILE = $(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --g
 lock:
 	test -x $(BIN)/uv || ($(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv==$(UV_VERSION))
 	$(COMPILE) --extra dev -o requirements.lock
-	$(COMPILE) --extra serving --extra training --extra monitoring -c requirements.lock \
+	$(COMPILE) --extra serving --extra training --extra monitoring --extra batch -c requirements.lock \
 		-o requirements-runtime.lock
 	$(COMPILE) --extra serving -c requirements.lock -o requirements-serving.lock
 	$(BIN)/python scripts/requirements_txt.py

@@ -1,5 +1,5 @@
 """``emotitrack``: one command for every part (``train``, ``search``, ``promote``, ``fetch-imdb``,
-``serve``, ``monitor``, ``demo``).
+``serve``, ``monitor``, ``score``, ``demo``).
 
 This module and ``emotitrack.demo`` are the composition root: the only places that join the parts.
 Each part registers its own commands; each handler reads its own part's settings.
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from batch.cli import add_score_command
 from emotitrack.core.options import report_invalid_settings
 from emotitrack.core.progress import configure_logging
 from monitoring.cli import add_monitor_command
@@ -32,6 +33,7 @@ def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
     add_commands(commands, settings)
     add_serve_command(commands)
     add_monitor_command(commands, retrain=_retrain)
+    add_score_command(commands)
     demo = commands.add_parser(
         "demo",
         help="the main job: train on the default data, register, promote, open the MLflow UI",

@@ -24,6 +24,7 @@ from pydantic import AliasChoices, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from batch.settings import BatchSettings
 from monitoring.settings import MonitoringSettings
 from serving.settings import ServingSettings
 from training.settings import TrainingSettings
@@ -50,6 +51,7 @@ PARTS = (
     ),
     Part("Serving", "serving/settings.py", ServingSettings, "`emotitrack serve` (the API)"),
     Part("Monitoring", "monitoring/settings.py", MonitoringSettings, "`emotitrack monitor`"),
+    Part("Batch scoring", "batch/settings.py", BatchSettings, "`emotitrack score`"),
 )
 # Read by other code than the settings models (MLflow, prometheus_client, the serve command).
 OTHER_VARIABLES = (

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the real tools the tests start are installed: PostgreSQL (initdb, pg_ctl) and a
 # headless Chromium (screenshots of the drift report), a Prometheus Pushgateway (drift figures),
-# Prometheus with promtool (config, alert rules, live scrape) and shellcheck (workflow scripts).
+# Prometheus with promtool (config, alert rules, live scrape), shellcheck (workflow scripts) and
+# Java 17+ (a local Spark for `emotitrack score --engine spark`: Spark 4 needs 17 or newer).
 # Installs them with apt when running as root; otherwise says what to install and fails.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1; }
+[ "$(java_major 2>/dev/null || echo 0)" -ge 17 ] 2>/dev/null || missing+=(openjdk-17-jre-headless)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
