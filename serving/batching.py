@@ -1,11 +1,11 @@
 """Adaptive micro-batching: concurrent requests share one model call.
 
-A single text costs ~0.6 ms in ``predict_proba``; a thousand cost ~35 µs each. Requests that
-arrive while the model is busy queue up and are scored together in the next call, so under load
+A text scored alone costs far more per text than one in a large batch. Requests that arrive
+while the model is busy queue up and are scored together in the next call, so under load
 throughput rises and tail latency stays bounded, and an idle server adds no delay. A
-``window_ms`` above 0 makes every request wait that long for company; measured here it only
-cost latency. (Scoring lone requests inline on the event loop was tried too: it serialised
-everything under load, since each handler then ran to completion before the next was read.)
+``window_ms`` above 0 makes every request wait that long for company (the serving benchmark
+found it only cost latency). Scoring lone requests inline on the event loop serialised
+everything under load, since each handler then ran to completion before the next was read.
 """
 
 from __future__ import annotations
@@ -90,9 +90,8 @@ class MicroBatcher:
         texts = [t for _, request_texts, _ in items for t in request_texts]
         score = items[0][0]
         if len(texts) == 1 and self._queue.empty() and not self._held and self._in_flight() <= 1:
-            # The only request in the server: a round trip to a scoring process would cost it
-            # more latency than the process saves (c=1: 745 vs 813 req/s). With others in
-            # flight the process wins (c=8: 1,742 vs 1,366 req/s when lone texts stayed here).
+            # The only request in the server: the round trip to a scoring process costs it more
+            # than the process saves; with others in flight the process wins.
             score = getattr(score, "in_process", score)
         try:
             proba = await loop.run_in_executor(self._executor, score, texts)

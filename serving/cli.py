@@ -38,9 +38,8 @@ def serve_forever(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     if args.workers == 1:
-        # Start-up builds ~2 s of modules and a model: collecting garbage meanwhile only walks
-        # them again (~0.3 s of the start-up, measured). The app turns the collector back on
-        # once it has started (create_app's lifespan). Not with several workers: this process
+        # Start-up builds many modules and a model: collecting garbage meanwhile only walks
+        # them again. The app turns the collector back on once it has started (its lifespan). Not with several workers: this process
         # is then only their supervisor, and runs no lifespan.
         gc.disable()
     # Fail over fast when the registry is down instead of MLflow's minutes of retries.
