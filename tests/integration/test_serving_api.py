@@ -366,7 +366,9 @@ def test_hashing_and_describing_big_batches_does_not_stall_the_event_loop(
         time.sleep(0.02)
     assert answer[0].status_code == 200, answer[0].text
     api.terminate()
-    assert slowest < 1.0, f"/health took {slowest:.2f} s during the batch"
+    # Hashing on the loop stalled /health for over 5 s; reading and validating the 8 MB body on
+    # the loop takes most of a second by itself, more under make test's coverage tracing.
+    assert slowest < 2.0, f"/health took {slowest:.2f} s during the batch"
 
 
 def test_admin_reload_needs_the_token(api: ApiServer) -> None:
