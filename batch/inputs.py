@@ -5,13 +5,14 @@ job writes anything."""
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 TEXT_TYPES = (pa.string(), pa.large_string(), pa.string_view())
@@ -33,6 +34,35 @@ class Input:
     def rows(self) -> int | None:
         """Row count from Parquet footers; None for CSV (counting would read it all)."""
         return self.dataset.count_rows() if self.format == "parquet" else None
+
+    def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Record batches of at most ``batch_rows`` rows in the dataset's schema, in file order.
+        Parquet is read file by file with ``ParquetFile.iter_batches``, which decodes pages as
+        it goes; the dataset scanner decodes whole row groups ahead and held several times
+        more memory (benchmarks/README.md)."""
+        if self.format != "parquet":
+            yield from self.dataset.to_batches(
+                batch_size=batch_rows, batch_readahead=1, fragment_readahead=1
+            )
+            return
+        schema = self.dataset.schema
+        for file in self.files:
+            with pq.ParquetFile(file, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER) as parquet:
+                for batch in parquet.iter_batches(batch_size=batch_rows, use_threads=False):
+                    yield conform(batch, schema)
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` in ``schema``: its columns in that order, cast to the unified types, and nulls
+    for a column this file lacks (files of one input may differ, as in a data lake)."""
+    if batch.schema.equals(schema):
+        return batch
+    names = batch.schema.names
+    columns = [
+        batch.column(f.name).cast(f.type) if f.name in names else pa.nulls(batch.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def discover(spec: str) -> tuple[Path, ...]:

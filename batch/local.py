@@ -95,11 +95,7 @@ def score_local(
     try:
         with pq.ParquetWriter(partial, layout.schema) as writer, _scoring(model, workers) as score:
             for scored in _scored_batches(
-                # One batch read ahead: scoring, not reading, sets the pace, and every batch read
-                # ahead is memory held.
-                source.dataset.to_batches(
-                    batch_size=batch_rows, batch_readahead=1, fragment_readahead=1
-                ),
+                source.batches(batch_rows),
                 score,
                 layout,
                 model,

@@ -16,7 +16,10 @@ import pyarrow.dataset as ds
 from batch.inputs import Input
 from batch.local import Summary, count_batch, partial_path
 from batch.model import JobModel
-from batch.table import output_layout, text_problem
+from batch.table import EMPTY_TEXT, NUL_TEXT, NULL_TEXT, output_layout, too_long
+
+# Python's str.isspace() set: Java's Unicode \s plus the four separators U+001C..U+001F.
+BLANK_PATTERN = r"^(?U)[\s\x{1c}-\x{1f}]*$"
 
 
 def spark_session(master: str) -> Any:
@@ -39,6 +42,19 @@ def spark_session(master: str) -> Any:
     return session
 
 
+def text_problem_column(text: Any, max_chars: int) -> Any:
+    """``batch.table.text_problem`` as a Spark SQL expression: evaluated in the JVM, so the
+    texts cross to Python once (to the model), not twice."""
+    from pyspark.sql import functions as F
+
+    return (
+        F.when(text.isNull(), F.lit(NULL_TEXT))
+        .when(text.rlike(BLANK_PATTERN), F.lit(EMPTY_TEXT))
+        .when(F.length(text) > max_chars, F.lit(too_long(max_chars)))
+        .when(F.instr(text, "\u0000") > 0, F.lit(NUL_TEXT))
+    )
+
+
 def score_spark(
     source: Input,
     output: Path,
@@ -50,7 +66,6 @@ def score_spark(
 ) -> Summary:
     import mlflow.pyfunc
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType
 
     summary = Summary(output=output)
     partial = partial_path(output)
@@ -78,17 +93,13 @@ def score_spark(
         frame = frame.withColumnRenamed(name, renamed)
     text = F.col(layout.renamed.get(text_column, text_column))
 
-    @F.udf(returnType=StringType())
-    def problem(value: str | None) -> str | None:
-        return text_problem(value, max_text_chars)
-
     result_type = ", ".join(
         ["label string", "confidence double", *(f"prob_{c} double" for c in model.classes)]
     )
     predict = mlflow.pyfunc.spark_udf(
         spark, model.ref.load_uri, result_type=result_type, env_manager="local"
     )
-    frame = frame.withColumn("error", problem(text))
+    frame = frame.withColumn("error", text_problem_column(text, max_text_chars))
     frame = frame.withColumn(
         "_prediction", F.when(F.col("error").isNull(), predict(F.struct(text.alias("text"))))
     )

@@ -20,7 +20,9 @@ from harness.servers import start_api
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-BAD_TEXTS = [None, "", "   ", "x" * 20_001]
+# Blank by Python's rule (the API's) includes U+001C..U+001F and U+3000: the Spark engine's SQL
+# version of the rule must agree.
+BAD_TEXTS = [None, "", "   ", "x" * 20_001, "\x1c\x1f \u3000\t\n", "nul\x00inside"]
 API_BATCH = 1_000  # the API's default most texts per /predict/batch request
 
 

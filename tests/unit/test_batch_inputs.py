@@ -97,3 +97,16 @@ def test_files_with_different_extra_columns_are_read_as_one_table(tmp_path: Path
     table = source.dataset.to_table()
     assert set(table.column_names) == {"text", "source", "stars"}
     assert table.column("stars").to_pylist() == [None, 5]
+
+
+def test_streamed_batches_follow_the_unified_schema_in_file_order(tmp_path: Path) -> None:
+    _parquet(tmp_path / "a.parquet", text=["x", "y", "z"], stars=pa.array([1, 2, 3], pa.int32()))
+    _parquet(tmp_path / "b.parquet", stars=pa.array([4], pa.int64()), text=["w"], lang=["en"])
+    source = open_input(str(tmp_path), "text")
+    batches = list(source.batches(batch_rows=2))
+    assert [b.num_rows for b in batches] == [2, 1, 1]
+    assert all(b.schema.equals(source.dataset.schema) for b in batches)
+    table = pa.Table.from_batches(batches)
+    assert table.column("text").to_pylist() == ["x", "y", "z", "w"]
+    assert table.column("stars").to_pylist() == [1, 2, 3, 4]
+    assert table.column("lang").to_pylist() == [None, None, None, "en"]
