@@ -115,14 +115,17 @@ def score_command(args: argparse.Namespace) -> int:
         if args.engine == "spark":
             from batch.spark import score_spark
 
-            summary = score_spark(
-                source,
-                output,
-                model,
-                text_column=settings.text_column,
-                max_text_chars=settings.max_text_chars,
-                master=settings.spark_master,
-            )
+            try:
+                summary = score_spark(
+                    source,
+                    output,
+                    model,
+                    text_column=settings.text_column,
+                    max_text_chars=settings.max_text_chars,
+                    master=settings.spark_master,
+                )
+            except BadInput as exc:
+                return _fail(str(exc))
         else:
             summary = score_local(
                 source,

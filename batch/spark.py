@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 
-from batch.inputs import Input
+from batch.inputs import BadInput, Input
 from batch.local import Summary, count_batch, partial_path
 from batch.model import JobModel
 from batch.table import EMPTY_TEXT, NUL_TEXT, NULL_TEXT, output_layout, too_long
@@ -40,6 +41,16 @@ def spark_session(master: str) -> Any:
     )
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def spark_schema(schema: pa.Schema) -> Any:
+    """``schema`` as Spark's; a type Spark cannot hold from Arrow stops the job as bad input."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    try:
+        return from_arrow_schema(schema)
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"the input's schema cannot be read by Spark: {exc}") from exc
 
 
 def text_problem_column(text: Any, max_chars: int) -> Any:
@@ -78,10 +89,12 @@ def score_spark(
         )
     layout = output_layout(source.dataset.schema, model.classes)
     started = time.perf_counter()
+    schema = spark_schema(source.dataset.schema)  # before Spark starts: bad input stops early
     spark = spark_session(master)
     paths = [str(f.resolve()) for f in source.files]
     if source.format == "parquet":
-        frame = spark.read.option("mergeSchema", "true").parquet(*paths)
+        # The schema open_input unified from the footers: Spark need not infer it again.
+        frame = spark.read.schema(schema).parquet(*paths)
     else:  # every column as text; quotes doubled inside quoted fields, as pandas writes them
         frame = (
             spark.read.option("header", "true")
