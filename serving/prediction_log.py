@@ -26,8 +26,8 @@ from emotitrack.core.prediction_log import (
     PREDICTIONS,
     PredictionRecord,
     create_store_engine,
-    create_tables,
     insert_ignoring_duplicates,
+    prepare_log,
     redacted_url,
 )
 
@@ -274,7 +274,7 @@ class PredictionLog:
     def _ensure_tables(self) -> None:
         assert self._engine is not None
         try:
-            create_tables(self._engine)
+            prepare_log(self._engine)
         except sa.exc.SQLAlchemyError as exc:
             self._mark_down(exc)
             return

@@ -43,6 +43,20 @@ def record(i: int, version: str = "1", at: datetime | None = None) -> Prediction
 def test_json_round_trip_keeps_every_field() -> None:
     original = record(1)
     assert PredictionRecord.from_json(original.to_json()) == original
+    scored = replace(record(2), source="batch", batch_id="reviews-2026-12")
+    assert PredictionRecord.from_json(scored.to_json()) == scored
+
+
+def test_batch_records_are_written_with_their_source(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, tmp_path / "spill", flush_interval_s=0.05)
+    log.start()
+    log.submit([record(1), replace(record(2), source="batch", batch_id="b-7")])
+    log.close()
+    frame = PredictionReader(url).read()
+    assert frame["source"].tolist() == ["api", "batch"]
+    assert frame["batch_id"].tolist()[1] == "b-7" and pd.isna(frame["batch_id"].tolist()[0])
+    assert len(PredictionReader(url).read(source="batch", batch_id="b-7")) == 1
 
 
 def test_records_are_written_and_read_back(tmp_path: Path) -> None:
@@ -334,12 +348,14 @@ def test_a_log_written_before_hashes_still_reads_and_takes_hashed_records(tmp_pa
     old = PredictionReader(url).read()
     assert old.loc[0, "text"] == "an old review" and old["text_sha256"].isna().all()
 
+    # a spill line from that release: no hash, no descriptors, no source
     old_spill_line = (
         '{"request_id": "old-2", "created_at": "2026-01-01T00:00:01+00:00", "text": "older", '
         '"label": "negative", "confidence": 0.8, "probabilities": "{\\"negative\\": 0.8}", '
         '"model_name": "m", "model_version": "1", "latency_ms": 1.0, "endpoint": "batch"}'
     )
-    assert PredictionRecord.from_json(old_spill_line).text == "older"
+    replayed = PredictionRecord.from_json(old_spill_line)
+    assert replayed.text == "older" and replayed.source == "api" and replayed.batch_id is None
 
     log = PredictionLog(url, tmp_path / "spill", flush_interval_s=0.05)
     log.start()
@@ -349,7 +365,7 @@ def test_a_log_written_before_hashes_still_reads_and_takes_hashed_records(tmp_pa
     assert log.counters.written == 1 and log.counters.spilled == 0
     frame = PredictionReader(url).read().set_index("request_id")
     assert frame.loc["old-1", "text"] == "an old review"
-    assert pd.isna(frame.loc[new.request_id, "text"])
+    assert frame["text"].isna()[new.request_id]
     assert frame.loc[new.request_id, "word_count"] == 2.0
 
 
