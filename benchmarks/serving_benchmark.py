@@ -5,7 +5,10 @@ One run trains and promotes a model (or reuses a registry), then serves the prod
 --env-manager local``) and then with our server (``python -m serving``, prediction log on), one at
 a time so they never compete for the cores. Both are driven by ``wrk`` on 127.0.0.1 with the same
 real IMDB test reviews (a seeded sample, not truncated), and a table of medians and ratios is
-printed. Results also go to ``<workdir>/benchmark.json``.
+printed. Our server is loaded through each protocol it speaks (``/predict``, MLflow's
+``/invocations`` with ``dataframe_split`` bodies, the Open Inference Protocol's
+``/v2/models/{name}/infer``), each compared with the peer's ``/invocations``. Results also go to
+``<workdir>/benchmark.json``.
 
 Run ``python -m benchmarks.serving_benchmark --help`` from the repository's root for the flags.
 """
@@ -130,6 +133,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="servers to benchmark, in this order",
     )
     parser.add_argument(
+        "--routes",
+        nargs="+",
+        choices=list(ROUTES),
+        default=list(ROUTES),
+        help="our routes to load (the first is the one the targets are checked on)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: --duration 3 --trials 1 --start-trials 1 --warmup 1",
@@ -218,46 +228,90 @@ def in_process_throughput(
 
 
 @dataclass(frozen=True)
-class ServerSpec:
+class Route:
+    """One way to ask a server for predictions: its paths, bodies and how to read labels."""
+
     name: str
-    ready_path: str
     single_path: str
     batch_path: str
-    command: Callable[[int], list[str]]
-    env: dict[str, str]
     single_body: Callable[[str], Any]
     batch_body: Callable[[list[str]], Any]
     labels: Callable[[Any], list[str]]  # predicted labels out of a batch response
 
 
-def peer_spec(tracking_uri: str) -> ServerSpec:
-    def frame(texts: list[str]) -> dict[str, Any]:
-        return {"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}}
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    ready_path: str
+    command: Callable[[int], list[str]]
+    env: dict[str, str]
+    routes: tuple[Route, ...]
 
+
+def dataframe_split(texts: list[str]) -> dict[str, Any]:
+    return {"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}}
+
+
+def inference_request(texts: list[str]) -> dict[str, Any]:
+    tensor = {"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}
+    return {"inputs": [tensor]}
+
+
+def mlflow_labels(response: Any) -> list[str]:
+    return [row["label"] for row in response["predictions"]]
+
+
+def tensor_labels(response: Any) -> list[str]:
+    label = next(output for output in response["outputs"] if output["name"] == "label")
+    return list(label["data"])
+
+
+INFER_PATH = f"/v2/models/{MODEL_NAME}/infer"
+ROUTES = {
+    "predict": Route(
+        "predict",
+        "/predict",
+        "/predict/batch",
+        lambda text: {"text": text},
+        lambda texts: {"texts": texts},
+        lambda response: [p["sentiment"] for p in response["predictions"]],
+    ),
+    "invocations": Route(
+        "invocations",
+        "/invocations",
+        "/invocations",
+        lambda text: dataframe_split([text]),
+        dataframe_split,
+        mlflow_labels,
+    ),
+    "v2-infer": Route(
+        "v2-infer",
+        INFER_PATH,
+        INFER_PATH,
+        lambda text: inference_request([text]),
+        inference_request,
+        tensor_labels,
+    ),
+}
+
+
+def peer_spec(tracking_uri: str) -> ServerSpec:
     return ServerSpec(
         name="peer",
         ready_path="/ping",
-        single_path="/invocations",
-        batch_path="/invocations",
         command=lambda port: mlflow_models_serve_command(MODEL_URI, port),
         env={"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        single_body=lambda text: frame([text]),
-        batch_body=frame,
-        labels=lambda response: [row["label"] for row in response["predictions"]],
+        routes=(ROUTES["invocations"],),
     )
 
 
-def ours_spec(tracking_uri: str, workdir: Path) -> ServerSpec:
+def ours_spec(tracking_uri: str, workdir: Path, routes: list[str]) -> ServerSpec:
     return ServerSpec(
         name="ours",
         ready_path="/ready",
-        single_path="/predict",
-        batch_path="/predict/batch",
         command=api_command,
         env=api_environment(tracking_uri, workdir),
-        single_body=lambda text: {"text": text},
-        batch_body=lambda texts: {"texts": texts},
-        labels=lambda response: [p["sentiment"] for p in response["predictions"]],
+        routes=tuple(ROUTES[name] for name in routes),
     )
 
 
@@ -310,18 +364,18 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return [*single, Scenario(f"batch{BATCH_SIZE}_c{c}", f"batch{BATCH_SIZE} c={c}", True, c)]
 
 
-def check_server(spec: ServerSpec, server: Server, texts: list[str], batch: list[str]) -> list[str]:
+def check_route(route: Route, server: Server, texts: list[str], batch: list[str]) -> list[str]:
     """One single and one batch request must answer 200 with one prediction per text."""
-    single, batched = spec.single_body(texts[0]), spec.batch_body(batch)
-    for path, body in ((spec.single_path, single), (spec.batch_path, batched)):
+    single, batched = route.single_body(texts[0]), route.batch_body(batch)
+    for path, body in ((route.single_path, single), (route.batch_path, batched)):
         answer = httpx.post(server.url + path, json=body, timeout=60)
         if answer.status_code != 200:
             raise RuntimeError(
-                f"{spec.name} {path} answered {answer.status_code}: {answer.text[:300]!r}"
+                f"{route.name} {path} answered {answer.status_code}: {answer.text[:300]!r}"
             )
-    labels = spec.labels(answer.json())  # the batch's
+    labels = route.labels(answer.json())  # the batch's
     if len(labels) != len(batch):
-        raise RuntimeError(f"{spec.name}: {len(labels)} predictions for {len(batch)} texts")
+        raise RuntimeError(f"{route.name}: {len(labels)} predictions for {len(batch)} texts")
     return labels
 
 
@@ -333,12 +387,6 @@ def benchmark_server(
     texts: list[str],
     batches: list[list[str]],
 ) -> dict[str, Any]:
-    single_bodies = write_bodies(
-        workdir / f"{spec.name}-single.jsonl", [spec.single_body(t) for t in texts]
-    )
-    batch_bodies = write_bodies(
-        workdir / f"{spec.name}-batch.jsonl", [spec.batch_body(b) for b in batches]
-    )
     ready: list[float] = []
     revision = repo_revision()
     say(f"{spec.name}: repo at {revision}")
@@ -348,40 +396,54 @@ def benchmark_server(
             ready.append(server.ready_s)
             say(f"{spec.name}: ready in {server.ready_s:.2f} s; stopping")
     say(f"{spec.name}: timing start-to-ready ({args.start_trials}/{args.start_trials})")
+    routes: dict[str, dict[str, ScenarioResult]] = {}
+    labels: dict[str, list[str]] = {}
     with start(spec, workdir, args.start_trials) as server:
         ready.append(server.ready_s)
         say(f"{spec.name}: ready in {server.ready_s:.2f} s (pid {server.process.pid})")
-        labels = check_server(spec, server, texts, batches[0])
         wrk = partial(
             run_wrk, script, server.url, threads=args.wrk_threads, timeout_s=args.wrk_timeout
         )
-        results: dict[str, ScenarioResult] = {}
-        for scenario in scenarios(args):
-            bodies = batch_bodies if scenario.batch else single_bodies
-            path = spec.batch_path if scenario.batch else spec.single_path
-            connections = scenario.connections
-            say(f"{spec.name}: {scenario.label}: warm-up {args.warmup:g} s")
-            if args.warmup > 0:
-                wrk(bodies, path, connections, args.warmup)
-            result = results[scenario.key] = ScenarioResult(scenario.label)
-            for trial in range(1, args.trials + 1):
-                t = wrk(bodies, path, connections, args.duration)
-                result.trials.append(t)
-                errors = t.status_errors + t.socket_errors
-                say(
-                    f"{spec.name}: {scenario.label}: trial {trial}/{args.trials}: "
-                    f"{t.rps:,.1f} req/s, p50 {t.p50_ms:.1f} ms, p99 {t.p99_ms:.1f} ms"
-                    + (f", {errors} ERRORS" if errors else "")
-                )
+        for route in spec.routes:
+            labels[route.name] = check_route(route, server, texts, batches[0])
+            stem = f"{spec.name}-{route.name}"
+            single_bodies = write_bodies(
+                workdir / f"{stem}-single.jsonl", [route.single_body(t) for t in texts]
+            )
+            batch_bodies = write_bodies(
+                workdir / f"{stem}-batch.jsonl", [route.batch_body(b) for b in batches]
+            )
+            results = routes[route.name] = {}
+            for scenario in scenarios(args):
+                bodies = batch_bodies if scenario.batch else single_bodies
+                path = route.batch_path if scenario.batch else route.single_path
+                connections = scenario.connections
+                name = f"{spec.name} {path}: {scenario.label}"
+                say(f"{name}: warm-up {args.warmup:g} s")
+                if args.warmup > 0:
+                    wrk(bodies, path, connections, args.warmup)
+                result = results[scenario.key] = ScenarioResult(scenario.label)
+                for trial in range(1, args.trials + 1):
+                    t = wrk(bodies, path, connections, args.duration)
+                    result.trials.append(t)
+                    errors = t.status_errors + t.socket_errors
+                    say(
+                        f"{name}: trial {trial}/{args.trials}: "
+                        f"{t.rps:,.1f} req/s, p50 {t.p50_ms:.1f} ms, p99 {t.p99_ms:.1f} ms"
+                        + (f", {errors} ERRORS" if errors else "")
+                    )
         time.sleep(2)  # let requests still in flight when wrk stopped finish
         rss = rss_mib(server.process.pid)
         say(f"{spec.name}: RSS of the process tree after the load: {rss:.0f} MiB")
         metrics = prediction_log_counters(server) if spec.name == "ours" else {}
+    first = spec.routes[0].name
     return {
         "start_to_ready_s": ready,
         "rss_mib": rss,
-        "labels_batch0": labels,
-        "scenarios": results,
+        "labels_batch0": labels[first],
+        "route_labels_batch0": labels,
+        "scenarios": routes[first],  # the first route's: the targets are checked on it
+        "routes": routes,
         "prediction_log": metrics,
         "repo_revision": revision,
     }
@@ -472,6 +534,8 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
             cells.append(f"{fmt_ratio(rps_ratio):>13}{fmt_ratio(p99_ratio):>11}")
         lines.append("".join(cells))
     lines.extend(flagged or ["no errors: every response was 2xx, no socket errors or timeouts"])
+    if ours and peer and len(ours["routes"]) > 1:
+        lines.extend(["", *protocol_table(peer, ours, args)])
     lines.append("")
     for name, server in (("peer", peer), ("ours", ours)):
         if server is None:
@@ -517,6 +581,33 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def protocol_table(
+    peer: dict[str, Any], ours: dict[str, Any], args: argparse.Namespace
+) -> list[str]:
+    """Each of our routes against the peer's /invocations, scenario by scenario."""
+    header = (
+        f"{'ours route':<14}{'scenario':<16}{'ours req/s':>12}{'p99 ms':>9} |"
+        f"{'req/s ratio':>13}{'p99 ratio':>11}  labels as /predict"
+    )
+    lines = ["each of our routes against the peer's /invocations (ratios ours/peer):", header]
+    lines.append("-" * len(header))
+    reference = ours["route_labels_batch0"][next(iter(ours["routes"]))]
+    for route, results in ours["routes"].items():
+        same = ours["route_labels_batch0"][route] == reference
+        for scenario in scenarios(args):
+            mine, theirs = results.get(scenario.key), peer["scenarios"].get(scenario.key)
+            if mine is None or theirs is None:
+                continue
+            rps, p99 = mine.median("rps"), mine.median("p99_ms")
+            errors = sum(mine.errors)
+            lines.append(
+                f"{route:<14}{scenario.label:<16}{f'{rps:,.1f}' + ('!' if errors else ''):>12}"
+                f"{p99:>9.1f} |{fmt_ratio(ratio(rps, theirs.median('rps'))):>13}"
+                f"{fmt_ratio(ratio(p99, theirs.median('p99_ms'))):>11}  {'yes' if same else 'NO'}"
+            )
+    return lines
+
+
 def targets(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
     peer, ours = report["servers"].get("peer"), report["servers"].get("ours")
     if not (peer and ours):
@@ -553,20 +644,25 @@ def targets(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
     return out
 
 
+def scenarios_json(results: dict[str, ScenarioResult]) -> dict[str, Any]:
+    return {
+        key: {
+            "label": result.scenario,
+            "median_rps": result.median("rps"),
+            "median_p50_ms": result.median("p50_ms"),
+            "median_p99_ms": result.median("p99_ms"),
+            "trials": [asdict(t) for t in result.trials],
+        }
+        for key, result in results.items()
+    }
+
+
 def to_json(report: dict[str, Any]) -> dict[str, Any]:
     servers = {
         name: {
-            **{k: v for k, v in server.items() if k != "scenarios"},
-            "scenarios": {
-                key: {
-                    "label": result.scenario,
-                    "median_rps": result.median("rps"),
-                    "median_p50_ms": result.median("p50_ms"),
-                    "median_p99_ms": result.median("p99_ms"),
-                    "trials": [asdict(t) for t in result.trials],
-                }
-                for key, result in server["scenarios"].items()
-            },
+            **{k: v for k, v in server.items() if k not in ("scenarios", "routes")},
+            "scenarios": scenarios_json(server["scenarios"]),
+            "routes": {route: scenarios_json(r) for route, r in server["routes"].items()},
         }
         for name, server in report["servers"].items()
     }
@@ -600,7 +696,10 @@ def main(argv: list[str] | None = None) -> int:
         say("in-process baselines (no server running)")
         in_process = in_process_throughput(tracking_uri, batches, args.duration, args.trials)
         script = write_script(workdir)
-        specs = {"peer": peer_spec(tracking_uri), "ours": ours_spec(tracking_uri, workdir)}
+        specs = {
+            "peer": peer_spec(tracking_uri),
+            "ours": ours_spec(tracking_uri, workdir, args.routes),
+        }
         report: dict[str, Any] = {
             "model_uri": MODEL_URI,
             "tracking_uri": tracking_uri,

@@ -48,7 +48,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         health.router,
         predictions.router(settings),
         invocations.router(settings),
-        open_inference.router,
+        open_inference.router(settings),
         feedback.router,
         metrics.router,
         admin.router(settings),

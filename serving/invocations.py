@@ -91,22 +91,7 @@ def _params(value: Any) -> dict[str, Any]:
 
 def _texts(kind: str, value: Any) -> list[str]:
     if kind == "dataframe_split":
-        if not isinstance(value, dict) or "data" not in value:
-            raise PayloadError("dataframe_split needs {'columns': [...], 'data': [[...], ...]}")
-        if unknown := sorted(set(value) - {"columns", "data", "index"}):
-            raise PayloadError(f"dataframe_split takes columns, data and index; got {unknown}")
-        columns = value.get("columns")
-        column = _text_column(["text"] if columns is None else columns)
-        rows = value["data"]
-        if not isinstance(rows, list):
-            raise PayloadError("dataframe_split.data must be a list of rows")
-        index = value.get("index")
-        if index is not None and (not isinstance(index, list) or len(index) != len(rows)):
-            raise PayloadError("dataframe_split.index must have one entry per row of data")
-        return [
-            _cell(row[column] if isinstance(row, list) and len(row) > column else None, i)
-            for i, row in enumerate(rows)
-        ]
+        return _split_texts(value)
     if kind == "dataframe_records":
         if not isinstance(value, list):
             raise PayloadError("dataframe_records must be a list of {'text': ...} objects")
@@ -125,9 +110,34 @@ def _texts(kind: str, value: Any) -> list[str]:
     return [_cell(v.get("text") if isinstance(v, dict) else v, i) for i, v in enumerate(value)]
 
 
+def _split_texts(value: Any) -> list[str]:
+    """The text column of a ``dataframe_split``: each row has one cell per column (as pandas
+    requires), the text under the first ``text`` column."""
+    if not isinstance(value, dict) or "data" not in value:
+        raise PayloadError("dataframe_split needs {'columns': [...], 'data': [[...], ...]}")
+    if unknown := sorted(set(value) - {"columns", "data", "index"}):
+        raise PayloadError(f"dataframe_split takes columns, data and index; got {unknown}")
+    columns = value.get("columns")
+    columns = ["text"] if columns is None else columns
+    column = _text_column(columns)
+    rows = value["data"]
+    if not isinstance(rows, list):
+        raise PayloadError("dataframe_split.data must be a list of rows")
+    index = value.get("index")
+    if index is not None and (not isinstance(index, list) or len(index) != len(rows)):
+        raise PayloadError("dataframe_split.index must have one entry per row of data")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise PayloadError(
+                f"dataframe_split.data row {i}: expected a list of {len(columns)} cells, one "
+                f"per column of {columns}"
+            )
+    return [_cell(row[column], i) for i, row in enumerate(rows)]
+
+
 def _text_column(columns: Any) -> int:
-    if not isinstance(columns, list):
-        raise PayloadError("dataframe_split.columns must be a list")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise PayloadError("dataframe_split.columns must be a list of column names (strings)")
     if "text" in columns:
         return columns.index("text")
     raise SchemaMismatch(f"expected a 'text' column, got {columns}")

@@ -57,14 +57,31 @@ MLFLOW_ERRORS: dict[int | str, dict[str, Any]] = {
     },
 }
 
-# The Open Inference Protocol's refusals: {"error": ...}.
+# The Open Inference Protocol's refusals: {"error": ...} (the body guards' 408/413 keep
+# EmotiTrack's body, as on the MLflow routes).
 OPEN_INFERENCE_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": OpenInferenceError, "description": "Malformed or invalid inference request."},
     404: {"model": OpenInferenceError, "description": "No such model or version served."},
+    408: ERRORS[408],
+    413: ERRORS[413],
     415: {"model": OpenInferenceError, "description": "Body sent without JSON Content-Type."},
     422: {"model": OpenInferenceError, "description": "A text empty, with NUL or too long."},
     503: {"model": OpenInferenceError, "description": "No model loaded yet."},
 }
+
+
+def linked_to_feedback(request_id: str) -> dict[str, Any]:
+    """A 200 answer's OpenAPI link to ``POST /feedback`` with the request id found at the JSON
+    pointer ``request_id`` (clients and the stateful fuzzer follow it)."""
+    return {
+        "links": {
+            "Feedback": {
+                "operationId": "feedback_feedback_post",
+                "requestBody": {"request_id": f"$response.body#{request_id}"},
+                "description": "Store the true label of this prediction.",
+            }
+        }
+    }
 
 
 class OrjsonResponse(Response):

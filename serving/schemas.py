@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     StrictStr,
     create_model,
 )
@@ -51,12 +52,20 @@ def _classifiable(text: str) -> str:
 class PredictRequest(Strict):
     """What ``/predict`` reads; the app validates with ``request_models``' subclass."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"text": "Loved it, a wonderful film.", "explain": True}]}
+    )
+
     text: str
     explain: bool = False
 
 
 class BatchRequest(Strict):
     """What ``/predict/batch`` reads; the app validates with ``request_models``' subclass."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"texts": ["Loved it!", "Dull and far too long."]}]}
+    )
 
     texts: list[str]
 
@@ -73,6 +82,8 @@ def request_models(
             max_length=max_text_chars,
             description=f"Text to classify: not blank, no NUL, at most {max_text_chars} "
             "characters.",
+            # documented only: _classifiable applies it with a message that says what to fix
+            json_schema_extra={"pattern": CLASSIFIABLE_TEXT},
         ),
         AfterValidator(_classifiable),
     ]
@@ -255,7 +266,7 @@ class ServerReadiness(BaseModel):
 
 class RequestInput(BaseModel):
     name: StrictStr = Field(description='The texts: "text".')
-    shape: list[int] = Field(description="[N] or [N, 1] for N texts.")
+    shape: list[StrictInt] = Field(description="[N] or [N, 1] for N texts.")
     datatype: StrictStr = Field(description="BYTES.")
     parameters: dict[str, Any] | None = None
     data: list[Any] = Field(description="The N texts, flat or nested by shape.")

@@ -16,9 +16,15 @@ from serving.responses import MLFLOW_ERRORS, OrjsonResponse
 from serving.schemas import CLASSIFIABLE_TEXT, InvocationsResponse
 from serving.settings import ServingSettings
 
-# The plainest CSV: a text header, then one text per line (no quotes, commas or blank lines).
-# The server reads any CSV with a text column; these are the bodies every reader agrees on.
-CSV_PATTERN = r'^text(?:\r?\n[^\r\n",\x00]*[^\s",\x00\x1c-\x1f][^\r\n",\x00]*)*(?:\r?\n)?$'
+# CSV as documented: a text header, then one text per line (no quotes, commas or blank lines),
+# each at most {chars} characters, at most {rows} of them (the lookahead bounds a line's length).
+CSV_LINE = r'(?=[^\r\n]{{1,{chars}}}(?:\r?\n|$))[^\r\n",\x00]*[^\s",\x00\x1c-\x1f][^\r\n",\x00]*'
+CSV_PATTERN = r"^text(?:\r?\n" + CSV_LINE + r"){{0,{rows}}}(?:\r?\n)?$"
+
+
+def csv_pattern(settings: ServingSettings) -> str:
+    """The CSV bodies every reader agrees on; the server reads any CSV with a text column."""
+    return CSV_PATTERN.format(chars=settings.max_text_chars, rows=settings.max_batch_texts)
 
 
 async def invocations(request: Request, service: ServiceDep) -> Response:
@@ -73,9 +79,10 @@ def router(settings: ServingSettings) -> APIRouter:
 
 
 def request_body(settings: ServingSettings) -> dict[str, Any]:
-    """The payloads as documented: each format in its plainest shape, with the configured
-    limits. The server reads a few more shapes (other columns beside ``text``, ``instances``
-    as records), as MLflow does."""
+    """The payloads as the server reads them, with the configured limits. Two rules of
+    ``dataframe_split`` JSON Schema cannot state are in its description: a row has one cell per
+    column, the one under ``text`` a text; an ``index`` has one entry per row."""
+    most = settings.max_batch_texts
     text = {
         "type": "string",
         "minLength": 1,
@@ -83,7 +90,24 @@ def request_body(settings: ServingSettings) -> dict[str, Any]:
         "pattern": CLASSIFIABLE_TEXT,
         "description": "Not blank, no NUL.",
     }
-    texts = {"type": "array", "items": text, "maxItems": settings.max_batch_texts}
+    record = {
+        "type": "object",
+        "required": ["text"],
+        "properties": {"text": text},
+        "description": "A row: its text, other columns ignored.",
+    }
+    rows = {"type": "array", "items": {"anyOf": [text, record]}, "maxItems": most}
+    texts_or_columns = {
+        "anyOf": [
+            rows,
+            {
+                "type": "object",
+                "required": ["text"],
+                "properties": {"text": {"anyOf": [rows, text]}},
+                "description": "Columns: the text column's rows (other columns ignored).",
+            },
+        ]
+    }
     params = {
         "type": ["object", "null"],
         "properties": {"explain": {"type": "boolean", "description": "Add an explanation column."}},
@@ -91,43 +115,27 @@ def request_body(settings: ServingSettings) -> dict[str, Any]:
     formats = {
         "dataframe_split": {
             "type": "object",
-            "required": ["data"],  # without columns, the one column is the text
+            "required": ["data"],
+            "description": "Each row has one cell per column, the one under the first text "
+            "column a text (without columns: rows of one text); the index, one entry per row.",
             "properties": {
-                "index": {"type": "array", "description": "One entry per row of data."},
                 "columns": {
-                    "type": "array",
-                    "items": {"const": "text"},
-                    "minItems": 1,
-                    "maxItems": 1,
+                    "type": ["array", "null"],
+                    "items": {"type": "string"},
+                    "contains": {"const": "text"},
                 },
                 "data": {
                     "type": "array",
-                    "items": {"type": "array", "items": text, "minItems": 1, "maxItems": 1},
-                    "maxItems": settings.max_batch_texts,
+                    "items": {"type": "array", "minItems": 1},
+                    "maxItems": most,
                 },
+                "index": {"type": ["array", "null"]},
             },
             "additionalProperties": False,
         },
-        "dataframe_records": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["text"],
-                "properties": {"text": text},
-            },
-            "maxItems": settings.max_batch_texts,
-        },
-        "instances": texts,
-        "inputs": {
-            "oneOf": [
-                texts,
-                {
-                    "type": "object",
-                    "required": ["text"],
-                    "properties": {"text": {"oneOf": [texts, text]}},
-                },
-            ]
-        },
+        "dataframe_records": {"type": "array", "items": record, "maxItems": most},
+        "instances": texts_or_columns,
+        "inputs": texts_or_columns,
     }
     json_payload = {
         "oneOf": [
@@ -146,15 +154,31 @@ def request_body(settings: ServingSettings) -> dict[str, Any]:
         "type": "string",
         "description": "CSV: a text header, then one text per line. (Any CSV with a text "
         "column is read, as by MLflow; an empty body is refused.)",
-        "pattern": CSV_PATTERN,
+        "pattern": csv_pattern(settings),
     }
     return {
         "required": True,
         "content": {
-            "application/json": {"schema": json_payload},
-            "text/csv": {"schema": csv_payload},
+            "application/json": {"schema": json_payload, "examples": JSON_EXAMPLES},
+            "text/csv": {
+                "schema": csv_payload,
+                "example": "text\nLoved it!\nDull and far too long.\n",
+            },
         },
     }
+
+
+# One per format, as MLflow's scoring-server documentation shows them.
+JSON_EXAMPLES = {
+    "dataframe_split": {
+        "value": {"dataframe_split": {"columns": ["text"], "data": [["Loved it!"], ["Awful."]]}}
+    },
+    "dataframe_records": {"value": {"dataframe_records": [{"text": "Loved it!"}]}},
+    "instances": {"value": {"instances": ["Loved it!", "Awful."]}},
+    "inputs with params": {
+        "value": {"inputs": {"text": ["Loved it!"]}, "params": {"explain": True}}
+    },
+}
 
 
 def mlflow_answer(predictions: list[dict[str, Any]]) -> dict[str, Any]:

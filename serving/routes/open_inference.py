@@ -4,22 +4,31 @@ and ``/v2/models/{name}[/versions/{version}]/infer``, so their clients can call 
 One input, ``text``: ``BYTES``, shape ``[N]`` (or ``[N, 1]``). Outputs: ``label`` (BYTES),
 ``confidence`` (FP64), ``probabilities`` (FP64, ``[N, classes]``, the classes in the output's
 parameters) and ``request_id`` (BYTES, for ``POST /feedback``). Errors are ``{"error": ...}``.
-Tensors travel as JSON: the binary tensor extension is refused with a 400."""
+Tensors travel as JSON: the binary tensor extension is refused with a 400.
 
-from collections.abc import Callable, Coroutine
-from typing import Any
+The OpenAPI document states exactly what the server accepts (the served model's name, the
+input's name, datatype and shapes, the configured limits); the one rule JSON Schema cannot
+state, ``shape[0]`` equal to the number of texts, is in the request body's description."""
 
-from fastapi import APIRouter, Request
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 
 from serving import VERSION
 from serving.deps import ServiceDep
-from serving.errors import InvalidInferenceRequest
-from serving.http_errors import Protocol
+from serving.errors import InvalidInferenceRequest, UnsupportedMediaType
+from serving.http_errors import Protocol, is_json_media_type
 from serving.model_store import LoadedModel
 from serving.responses import OPEN_INFERENCE_ERRORS, OrjsonResponse
 from serving.schemas import (
+    CLASSIFIABLE_TEXT,
     InferenceRequest,
     InferenceResponse,
     Liveness,
@@ -30,12 +39,13 @@ from serving.schemas import (
     ServerReadiness,
 )
 from serving.service import Service
+from serving.settings import ServingSettings
 
 
 class OpenInferenceRoute(APIRoute):
-    """Errors get the protocol's body, even those raised before any dependency runs (a body
-    that is not JSON); a body sent without a Content-Type is read as JSON: the protocol's
-    clients (tritonclient) send none, and FastAPI would not parse it."""
+    """Errors get the protocol's body, even those raised before any dependency runs; a body
+    sent without a Content-Type is read as JSON: the protocol's clients (tritonclient) send
+    none."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
@@ -55,100 +65,252 @@ class OpenInferenceRoute(APIRoute):
         return handle_as_json
 
 
-router = APIRouter(
-    prefix="/v2",
-    tags=["Open Inference Protocol"],
-    route_class=OpenInferenceRoute,
-)
 INPUT = "text"
 OUTPUTS = ("label", "confidence", "probabilities", "request_id")
 # Its spec: "200 indicates true and a 4xx status code indicates false".
 NOT_READY = 400
 BINARY_HEADER = "inference-header-content-length"
+UNREGISTERED = "unregistered"  # serving.model_store's name for a model given by run or path
+# The metadata names the served version: the routes that take a version follow that link.
+VERSION_LINKS = {
+    f"{what}OfThisVersion": {
+        "operationId": operation,
+        "parameters": {"name": "$response.body#/name", "version": "$response.body#/versions/0"},
+    }
+    for what, operation in (
+        ("Metadata", "version_metadata_v2_models__name__versions__version__get"),
+        ("Readiness", "version_ready_v2_models__name__versions__version__ready_get"),
+        ("Inference", "infer_version_v2_models__name__versions__version__infer_post"),
+    )
+}
+INFER_LINKS = {
+    "InferenceOfThisVersion": {
+        "operationId": "infer_version_v2_models__name__versions__version__infer_post",
+        "parameters": {
+            "name": "$response.body#/model_name",
+            "version": "$response.body#/model_version",
+        },
+    }
+}
 
 
-@router.get("", response_model=ServerMetadata, summary="Server metadata")
 async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="emotitrack", version=VERSION, extensions=[])
 
 
-@router.get("/health/live", response_model=Liveness, summary="Liveness: the process answers")
 async def live() -> Liveness:
     return Liveness(live=True)
 
 
-@router.get(
-    "/health/ready",
-    response_model=ServerReadiness,
-    responses={NOT_READY: {"model": ServerReadiness, "description": "No model loaded yet."}},
-    summary="Readiness: the model is loaded",
-)
 async def ready(service: ServiceDep) -> Response:
     is_ready = service.store.current is not None
     body = ServerReadiness(ready=is_ready).model_dump()
     return JSONResponse(body, status_code=200 if is_ready else NOT_READY)
 
 
-@router.get(
-    "/models/{name}",
-    response_model=ModelMetadata,
-    responses=OPEN_INFERENCE_ERRORS,
-    summary="Model metadata",
-)
 async def model_metadata(name: str, service: ServiceDep) -> ModelMetadata:
     return metadata(service.served(name))
 
 
-@router.get(
-    "/models/{name}/versions/{version}",
-    response_model=ModelMetadata,
-    responses=OPEN_INFERENCE_ERRORS,
-    summary="Model metadata of one version",
-)
 async def version_metadata(name: str, version: str, service: ServiceDep) -> ModelMetadata:
     return metadata(service.served(name, version))
 
 
-@router.get(
-    "/models/{name}/ready",
-    response_model=ModelReadiness,
-    responses=OPEN_INFERENCE_ERRORS,
-    summary="Model readiness",
-)
 async def model_ready(name: str, service: ServiceDep) -> ModelReadiness:
     return ModelReadiness(name=service.served(name).name, ready=True)
 
 
-@router.get(
-    "/models/{name}/versions/{version}/ready",
-    response_model=ModelReadiness,
-    responses=OPEN_INFERENCE_ERRORS,
-    summary="Model version readiness",
-)
 async def version_ready(name: str, version: str, service: ServiceDep) -> ModelReadiness:
     return ModelReadiness(name=service.served(name, version).name, ready=True)
 
 
-@router.post(
-    "/models/{name}/infer",
-    response_model=InferenceResponse,
-    responses=OPEN_INFERENCE_ERRORS,
-    summary="Classify texts (a BYTES tensor)",
-)
-async def infer(name: str, body: InferenceRequest, service: ServiceDep) -> Response:
-    return await _infer(service, body, name, None)
+async def infer(name: str, request: Request, service: ServiceDep) -> Response:
+    return await _infer(service, await read_request(request), name, None)
 
 
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    response_model=InferenceResponse,
-    responses=OPEN_INFERENCE_ERRORS,
-    summary="Classify texts with one model version",
-)
-async def infer_version(
-    name: str, version: str, body: InferenceRequest, service: ServiceDep
-) -> Response:
-    return await _infer(service, body, name, version)
+async def infer_version(name: str, version: str, request: Request, service: ServiceDep) -> Response:
+    return await _infer(service, await read_request(request), name, version)
+
+
+def router(settings: ServingSettings) -> APIRouter:
+    """The V2 routes; their OpenAPI names the served model and states the configured limits."""
+    routes = APIRouter(
+        prefix="/v2", tags=["Open Inference Protocol"], route_class=OpenInferenceRoute
+    )
+    routes.add_api_route(
+        "", server_metadata, response_model=ServerMetadata, summary="Server metadata"
+    )
+    routes.add_api_route(
+        "/health/live", live, response_model=Liveness, summary="Liveness: the process answers"
+    )
+    routes.add_api_route(
+        "/health/ready",
+        ready,
+        response_model=ServerReadiness,
+        responses={NOT_READY: {"model": ServerReadiness, "description": "No model loaded yet."}},
+        summary="Readiness: the model is loaded",
+    )
+    name = Annotated[
+        str, Path(description="The served model's name.", json_schema_extra=name_schema(settings))
+    ]
+    body = {"requestBody": inference_request_body(settings)}
+    model_routes: list[tuple[str, Endpoint, type, str, dict[str, Any]]] = [
+        ("/models/{name}", model_metadata, ModelMetadata, "Model metadata", VERSION_LINKS),
+        (
+            "/models/{name}/versions/{version}",
+            version_metadata,
+            ModelMetadata,
+            "Model metadata of one version",
+            {},
+        ),
+        ("/models/{name}/ready", model_ready, ModelReadiness, "Model readiness", {}),
+        (
+            "/models/{name}/versions/{version}/ready",
+            version_ready,
+            ModelReadiness,
+            "Model version readiness",
+            {},
+        ),
+        (
+            "/models/{name}/infer",
+            infer,
+            InferenceResponse,
+            "Classify texts (a BYTES tensor)",
+            INFER_LINKS,
+        ),
+        (
+            "/models/{name}/versions/{version}/infer",
+            infer_version,
+            InferenceResponse,
+            "Classify texts with one model version",
+            {},
+        ),
+    ]
+    for path, endpoint, model, summary, links in model_routes:
+        inference = path.endswith("/infer")
+        routes.add_api_route(
+            path,
+            with_name_as(name, endpoint),
+            methods=["POST" if inference else "GET"],
+            response_model=model,
+            responses={**({200: {"links": links}} if links else {}), **OPEN_INFERENCE_ERRORS},
+            summary=summary,
+            openapi_extra=body if inference else None,
+        )
+    return routes
+
+
+Endpoint = Callable[..., Awaitable[Any]]
+
+
+def with_name_as(name: Any, endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` as FastAPI should see it: its ``name`` path parameter documented by ``name``."""
+
+    @functools.wraps(endpoint)
+    async def bound(*args: Any, **kwargs: Any) -> Any:
+        return await endpoint(*args, **kwargs)
+
+    signature = inspect.signature(endpoint)
+    parameters = [
+        p.replace(annotation=name) if p.name == "name" else p for p in signature.parameters.values()
+    ]
+    vars(bound)["__signature__"] = signature.replace(parameters=parameters)  # what inspect reads
+    return bound
+
+
+def served_name(settings: ServingSettings) -> str:
+    """The name the model store gives the model of ``settings.model_uri``."""
+    uri = settings.model_uri
+    if not uri.startswith("models:/"):
+        return UNREGISTERED
+    return uri.removeprefix("models:/").split("@", 1)[0].partition("/")[0]
+
+
+def name_schema(settings: ServingSettings) -> dict[str, Any]:
+    return {"enum": [served_name(settings)]}
+
+
+def inference_request_body(settings: ServingSettings) -> dict[str, Any]:
+    """The inference request as the server reads it: the protocol's object, narrowed to this
+    model's one input and four outputs, with the configured limits."""
+    most = settings.max_batch_texts
+    text = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": settings.max_text_chars,
+        "pattern": CLASSIFIABLE_TEXT,
+    }
+    parameters = {"type": ["object", "null"]}
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"const": INPUT},
+            "datatype": {"const": "BYTES"},
+            "shape": {
+                "type": "array",
+                "description": "[N] or [N, 1]: N, the number of texts.",
+                "prefixItems": [{"type": "integer", "minimum": 1, "maximum": most}, {"const": 1}],
+                "minItems": 1,
+                "maxItems": 2,
+            },
+            "parameters": parameters,
+            "data": {
+                "type": "array",
+                "description": "The N texts, flat or as N rows of one text.",
+                "items": {
+                    "anyOf": [
+                        text,
+                        {"type": "array", "prefixItems": [text], "minItems": 1, "maxItems": 1},
+                    ]
+                },
+                "minItems": 1,
+                "maxItems": most,
+            },
+        },
+    }
+    request = {
+        "type": "object",
+        "required": ["inputs"],
+        "description": "One input tensor, text (shape[0]: the number of texts in data).",
+        "properties": {
+            "id": {"type": ["string", "null"], "description": "Echoed in the response."},
+            "parameters": parameters,
+            "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1},
+            "outputs": {
+                "type": ["array", "null"],
+                "description": "The outputs to return (default: all).",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"enum": list(OUTPUTS)}, "parameters": parameters},
+                },
+            },
+        },
+    }
+    example = {
+        "id": "r1",
+        "inputs": [{"name": INPUT, "shape": [1], "datatype": "BYTES", "data": ["Loved it!"]}],
+        "outputs": [{"name": "label"}, {"name": "confidence"}],
+    }
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": request, "example": example}},
+    }
+
+
+async def read_request(request: Request) -> InferenceRequest:
+    """The body as an ``InferenceRequest``; refusals as FastAPI's own (serving.http_errors)."""
+    content_type = request.headers.get("content-type", "")
+    if not is_json_media_type(content_type):
+        raise UnsupportedMediaType(
+            f"send JSON with Content-Type: application/json (got {content_type})"
+        )
+    try:
+        return InferenceRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
 
 
 async def _infer(
@@ -194,25 +356,27 @@ def input_texts(body: InferenceRequest) -> list[str]:
     tensor = body.inputs[0]
     if tensor.datatype != "BYTES":
         raise InvalidInferenceRequest(f"input {INPUT!r} must be BYTES, got {tensor.datatype}")
-    texts = flatten(tensor.data)
     if not (len(tensor.shape) in (1, 2) and tensor.shape[1:] in ([], [1])):
         raise InvalidInferenceRequest(f"input shape must be [N] or [N, 1], got {tensor.shape}")
+    texts = [text_of(item, i) for i, item in enumerate(tensor.data)]
     if tensor.shape[0] != len(texts):
         raise InvalidInferenceRequest(
             f"input shape {tensor.shape} does not match its {len(texts)} data elements"
         )
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInferenceRequest(f"element {i}: expected a string, got {text!r:.40}")
     return texts
 
 
-def flatten(data: list[Any]) -> list[Any]:
-    """The protocol allows data flat or nested by shape (row-major)."""
-    flat: list[Any] = []
-    for item in data:
-        flat.extend(flatten(item) if isinstance(item, list) else [item])
-    return flat
+def text_of(item: Any, i: int) -> str:
+    """A data element: a text, or (nested by an [N, 1] shape, row-major) a row of one text."""
+    if isinstance(item, list):
+        if len(item) != 1:
+            raise InvalidInferenceRequest(
+                f"element {i}: a row of {len(item)} items; rows hold one text (shape [N, 1])"
+            )
+        item = item[0]
+    if not isinstance(item, str):
+        raise InvalidInferenceRequest(f"element {i}: expected a string, got {item!r:.40}")
+    return item
 
 
 def requested_outputs(body: InferenceRequest) -> set[str]:

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from serving.deps import ServiceDep
-from serving.responses import ERRORS, OrjsonResponse
+from serving.responses import ERRORS, OrjsonResponse, linked_to_feedback
 from serving.schemas import BatchRequest, BatchResponse, Prediction, PredictRequest, request_models
 from serving.settings import ServingSettings
 
@@ -40,7 +40,7 @@ def router(settings: ServingSettings) -> APIRouter:
         reading_body_as(configured_predict, predict),
         methods=["POST"],
         response_model=Prediction,
-        responses=ERRORS,
+        responses={200: linked_to_feedback("/request_id"), **ERRORS},
         summary="Classify one text",
     )
     routes.add_api_route(
@@ -48,7 +48,7 @@ def router(settings: ServingSettings) -> APIRouter:
         reading_body_as(configured_batch, predict_batch),
         methods=["POST"],
         response_model=BatchResponse,
-        responses=ERRORS,
+        responses={200: linked_to_feedback("/predictions/0/request_id"), **ERRORS},
         summary="Classify many texts",
     )
     return routes

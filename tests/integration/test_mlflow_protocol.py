@@ -87,6 +87,15 @@ CORPUS: dict[str, tuple[bytes, dict[str, str]]] = {
         JSON,
     ),
     "split_other_column": (b'{"dataframe_split": {"columns": ["review"], "data": [["a"]]}}', JSON),
+    # rows that do not fit the columns (pandas refuses them)
+    "split_row_too_long": (
+        b'{"dataframe_split": {"columns": ["text"], "data": [["a", "b"]]}}',
+        JSON,
+    ),
+    "split_row_too_short": (
+        b'{"dataframe_split": {"columns": ["id", "text"], "data": [["a"]]}}',
+        JSON,
+    ),
     "records_other_column": (b'{"dataframe_records": [{"review": "a"}]}', JSON),
     "inputs_bare_string": (b'{"inputs": "Loved it!"}', JSON),
     "params_wrong_type": (b'{"inputs": ["Loved it!"], "params": {"explain": "yes"}}', JSON),

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jsonschema
 import numpy as np
 import pytest
 import tritonclient.http as triton
+import yaml
 from tritonclient.utils import InferenceServerException
 
 from harness.processes import HOST
@@ -20,6 +23,7 @@ pytestmark = pytest.mark.integration
 MODEL = "emotitrack-sentiment"
 OUTPUTS = ("label", "confidence", "probabilities", "request_id")
 TEXTS = ["Loved it, a wonderful film.", "Dull and far too long."]
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +208,87 @@ def test_infer_needs_an_api_key_when_keys_are_set(registry: Registry) -> None:
     finally:
         server.terminate()
         server.stop()
+
+
+# The protocol's published REST specification (tests/fixtures/open_inference/README.md).
+SPEC = Path(__file__).parents[1] / "fixtures" / "open_inference" / "open_inference_rest.yaml"
+
+
+@pytest.fixture(scope="module")
+def published() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(SPEC.read_text())
+    assert document["openapi"].startswith("3.0")  # its schema objects: JSON Schema draft 4's
+    return document
+
+
+def conforms(published: dict[str, Any], schema: str, body: Any) -> list[str]:
+    """What is wrong with ``body`` as the specification's ``schema`` (its refs resolved)."""
+    validator = jsonschema.Draft4Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": published["components"]}
+    )
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)
+    ]
+
+
+def test_answers_conform_to_the_published_specification(
+    api: ApiServer, published: dict[str, Any]
+) -> None:
+    v2 = f"{api.url}/v2"
+    tensor = {"name": "text", "shape": [2], "datatype": "BYTES", "data": TEXTS}
+    answers = {
+        "metadata_server_response": [httpx.get(v2)],
+        "metadata_model_response": [
+            httpx.get(f"{v2}/models/{MODEL}"),
+            httpx.get(f"{v2}/models/{MODEL}/versions/1"),
+        ],
+        "inference_response": [
+            httpx.post(f"{v2}/models/{MODEL}/infer", json={"inputs": [tensor]}),
+            httpx.post(
+                f"{v2}/models/{MODEL}/versions/1/infer",
+                json={"id": "r-7", "inputs": [tensor], "outputs": [{"name": "probabilities"}]},
+            ),
+        ],
+        "metadata_model_error_response": [
+            httpx.get(f"{v2}/models/other"),
+            httpx.get(f"{v2}/models/{MODEL}/versions/7"),
+        ],
+        "inference_error_response": [
+            httpx.post(f"{v2}/models/other/infer", json={"inputs": [tensor]}),
+            httpx.post(f"{v2}/models/{MODEL}/infer", json={"inputs": []}),
+            httpx.post(f"{v2}/models/{MODEL}/infer", content=b"{", headers=JSON),
+            httpx.post(f"{v2}/models/{MODEL}/infer", json={"inputs": [{**tensor, "shape": [3]}]}),
+            httpx.post(
+                f"{v2}/models/{MODEL}/infer",
+                json={"inputs": [{**tensor, "shape": [1], "data": [" "]}]},
+            ),
+        ],
+    }
+    for schema, responses in answers.items():
+        for response in responses:
+            expected_ok = not schema.endswith("error_response")
+            assert response.is_success == expected_ok, (schema, response.text)
+            body = response.json()
+            assert conforms(published, schema, body) == [], (schema, body)
+    for status in ("live", "ready"):  # the specification defines their status only
+        assert httpx.get(f"{v2}/health/{status}").status_code == 200
+
+
+def test_the_documented_request_conforms_to_the_published_specification(
+    api: ApiServer, published: dict[str, Any]
+) -> None:
+    document = httpx.get(f"{api.url}/openapi.json").json()
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        content = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert conforms(published, "inference_request", content["example"]) == []
+        # what the server documents is a narrowing of the protocol's request
+        assert content["schema"]["required"] == ["inputs"]
+
+
+def test_the_specification_check_can_fail(published: dict[str, Any]) -> None:
+    """Bodies the specification refuses are refused here, so the checks above can fail."""
+    assert conforms(published, "inference_response", {"outputs": []})  # no model_name
+    tensor = {"name": "label", "shape": ["2"], "datatype": "BYTES", "data": ["a", "b"]}
+    assert conforms(published, "inference_response", {"model_name": "m", "outputs": [tensor]})
+    assert conforms(published, "metadata_server_response", {"name": "x", "version": "1"})
+    assert conforms(published, "inference_error_response", {"error": 3})

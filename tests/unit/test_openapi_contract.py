@@ -5,17 +5,22 @@ protocol routes with their own error bodies."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import jsonschema
+import pytest
 
 from serving.app import create_app
+from serving.errors import ServingError
 from serving.invocations import read_invocation
 from serving.metrics import build_metrics
 from serving.routes.invocations import CSV_PATTERN
 from serving.schemas import CLASSIFIABLE_TEXT, text_problem
+from serving.service import Service
 from serving.settings import ServingSettings
 
 
@@ -54,14 +59,18 @@ def test_feedback_labels_are_the_loaded_models_classes() -> None:
 
 
 def test_csv_bodies_are_documented_as_read() -> None:
-    body = openapi()["paths"]["/invocations"]["post"]["requestBody"]["content"]["text/csv"]
-    assert body["schema"]["pattern"] == CSV_PATTERN
-    header = re.compile(CSV_PATTERN)
-    for documented in ("text\nLoved it!\n", "text\r\nA film.\r\nDull.", "text", "text\n"):
-        assert header.search(documented), documented
-        assert read_invocation(documented.encode(), "text/csv") is not None
-    for undocumented in ("", "review\na\n", "text\n  \n", "text\na,b\n", 'text\n"a"\n'):
-        assert not header.search(undocumented), undocumented
+    body = openapi(max_text_chars=5, max_batch_texts=2)["paths"]["/invocations"]["post"]
+    schema = body["requestBody"]["content"]["text/csv"]["schema"]
+    assert schema["pattern"] == CSV_PATTERN.format(chars=5, rows=2)
+    documented = re.compile(schema["pattern"])
+    for csv in ("text\nLoved\n", "text\r\nA.\r\n  ok\n", "text", "text\n", "text\n12345"):
+        assert documented.search(csv) and server_accepts(csv.encode(), "text/csv", 5, 2), csv
+    # refused by both: a text over max_text_chars, rows over max_batch_texts, no text column
+    for csv in ("", "review\na\n", "text\n  \n", "text\n123456", "text\na\nb\nc\n"):
+        assert not documented.search(csv), csv
+        assert not server_accepts(csv.encode(), "text/csv", 5, 2), csv
+    for csv in ("text\na,b\n", 'text\n"a"\n'):  # read, as by MLflow, but not documented
+        assert not documented.search(csv), csv
 
 
 def test_protocol_routes_are_documented_with_their_error_bodies() -> None:
@@ -91,6 +100,84 @@ def test_invocations_formats_are_documented_with_the_limits() -> None:
     body = document["paths"]["/invocations"]["post"]["requestBody"]["content"]["application/json"]
     variants = {variant["required"][0]: variant for variant in body["schema"]["oneOf"]}
     assert set(variants) == {"dataframe_split", "dataframe_records", "instances", "inputs"}
-    instances = variants["instances"]["properties"]["instances"]
-    assert instances["maxItems"] == 7 and instances["items"]["maxLength"] == 90
+    instances = variants["instances"]["properties"]["instances"]["anyOf"][0]
+    assert instances["maxItems"] == 7 and instances["items"]["anyOf"][0]["maxLength"] == 90
     assert variants["inputs"]["properties"]["params"]["properties"]["explain"]["type"] == "boolean"
+
+
+def server_accepts(
+    body: bytes, content_type: str, max_text_chars: int = 20, max_batch_texts: int = 3
+) -> bool:
+    """Whether /invocations reads ``body`` and its texts pass the service's rules."""
+    settings = ServingSettings(
+        model_uri="m", max_text_chars=max_text_chars, max_batch_texts=max_batch_texts
+    )
+    try:
+        texts = read_invocation(body, content_type).texts
+        if texts:
+            Service.check_texts(SimpleNamespace(settings=settings), texts)  # type: ignore[arg-type]
+    except ServingError:
+        return False
+    return True
+
+
+# (body, valid by the schema alone, accepted by the server): they differ only where a rule the
+# description states (a cell per column, an index entry per row) is broken.
+INVOCATIONS = [
+    ({"dataframe_split": {"columns": ["text"], "data": [["a"], ["b"]]}}, True, True),
+    ({"dataframe_split": {"columns": ["id", "text"], "data": [[1, "a"]]}}, True, True),
+    ({"dataframe_split": {"columns": ["text", "text"], "data": [["a", 2]]}}, True, True),
+    ({"dataframe_split": {"data": [["a"]], "index": [7]}}, True, True),
+    ({"dataframe_split": {"columns": None, "data": [], "index": None}}, True, True),
+    ({"dataframe_split": {"columns": ["id", "text"], "data": [["a"]]}}, True, False),
+    ({"dataframe_split": {"columns": ["text"], "data": [["a"]], "index": [1, 2]}}, True, False),
+    ({"dataframe_split": {"columns": ["text", "text"], "data": [[], []]}}, False, False),
+    ({"dataframe_split": {"columns": ["text", 1], "data": [["a", 1]]}}, False, False),
+    ({"dataframe_split": {"columns": ["review"], "data": [["a"]]}}, False, False),
+    ({"dataframe_split": {"data": [["a"]], "extra": 1}}, False, False),
+    ({"dataframe_split": {"data": [["a"]] * 4}}, False, False),
+    ({"dataframe_split": {"data": [["a"]], "index": 3}}, False, False),
+    ({"dataframe_records": [{"text": "a", "stars": 5}]}, True, True),
+    ({"dataframe_records": ["a"]}, False, False),
+    ({"instances": ["a", {"text": "b"}]}, True, True),
+    ({"instances": {"text": ["a", {"text": "b"}]}}, True, True),
+    ({"inputs": {"text": "a", "id": 3}}, True, True),
+    ({"inputs": [" "]}, False, False),
+    ({"inputs": ["a" * 21]}, False, False),
+    ({"inputs": "a"}, False, False),
+    ({"inputs": [["a"]]}, False, False),
+    ({"inputs": ["a"], "params": {"explain": True, "other": 1}}, True, True),
+    ({"inputs": ["a"], "params": {"explain": "yes"}}, False, False),
+    ({"inputs": ["a"], "instances": ["b"]}, False, False),
+    ({"text": "a"}, False, False),
+]
+
+
+@pytest.mark.parametrize(("body", "valid", "accepted"), INVOCATIONS)
+def test_invocations_schema_and_server_agree(body: Any, valid: bool, accepted: bool) -> None:
+    document = openapi(max_text_chars=20, max_batch_texts=3)
+    content = document["paths"]["/invocations"]["post"]["requestBody"]["content"]
+    validator = jsonschema.Draft202012Validator(content["application/json"]["schema"])
+    accepts = server_accepts(json.dumps(body).encode(), "application/json")
+    assert (validator.is_valid(body), accepts) == (valid, accepted)
+
+
+def test_v2_infer_schema_names_the_model_and_states_the_limits() -> None:
+    document = openapi(max_text_chars=20, max_batch_texts=3)
+    infer = document["paths"]["/v2/models/{name}/infer"]["post"]
+    assert infer["parameters"][0]["schema"]["enum"] == ["unused"]
+    schema = infer["requestBody"]["content"]["application/json"]["schema"]
+    validator = jsonschema.Draft202012Validator(schema)
+    tensor = {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", ["b"]]}
+    assert validator.is_valid({"inputs": [tensor], "outputs": [{"name": "label"}]})
+    for wrong in (
+        {**tensor, "name": "txt"},
+        {**tensor, "datatype": "FP32"},
+        {**tensor, "shape": [2, 2]},
+        {**tensor, "shape": [4]},
+        {**tensor, "data": ["a", ["b", "c"]]},
+        {**tensor, "data": ["a" * 21]},
+    ):
+        assert not validator.is_valid({"inputs": [wrong]}), wrong
+    assert not validator.is_valid({"inputs": [tensor], "outputs": [{"name": "logits"}]})
+    assert not validator.is_valid({"inputs": [tensor, tensor]})

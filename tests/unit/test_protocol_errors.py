@@ -94,3 +94,25 @@ def test_the_real_routes_speak_their_protocols() -> None:
     assert invocations.status_code == 400 and invocations.json()["error_code"] == "BAD_REQUEST"
     assert infer.status_code == 400 and set(infer.json()) == {"error"}
     assert predict.status_code == 400 and "detail" in predict.json()
+
+
+def test_infer_reads_json_only_and_refuses_it_in_the_protocols_body() -> None:
+    """The infer routes read their body themselves: a non-JSON Content-Type is a 415, invalid
+    fields a 400 naming them, both as {"error": ...}; no Content-Type is read as JSON."""
+    app = create_app(ServingSettings(model_uri="models:/unused@production"))
+    app.state.service = SimpleNamespace(metrics=build_metrics(), in_flight=0)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    tensor = b'{"inputs": [{"name": "text", "shape": ["1"], "datatype": "BYTES", "data": ["a"]}]}'
+
+    async def calls() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            url = "/v2/models/m/versions/1/infer"
+            return [
+                await client.post(url, content=tensor, headers={"content-type": "text/plain"}),
+                await client.post(url, content=tensor),
+            ]
+
+    plain, untyped = asyncio.run(calls())
+    assert plain.status_code == 415 and set(plain.json()) == {"error"}
+    assert "application/json" in plain.json()["error"]
+    assert untyped.status_code == 400 and "body.inputs.0.shape.0" in untyped.json()["error"]
