@@ -25,6 +25,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from batch.settings import BatchSettings
+from monitoring.retention import RetentionSettings
 from monitoring.settings import MonitoringSettings
 from serving.settings import ServingSettings
 from training.settings import TrainingSettings
@@ -52,6 +53,7 @@ PARTS = (
     Part("Serving", "serving/settings.py", ServingSettings, "`emotitrack serve` (the API)"),
     Part("Monitoring", "monitoring/settings.py", MonitoringSettings, "`emotitrack monitor`"),
     Part("Batch scoring", "batch/settings.py", BatchSettings, "`emotitrack score`"),
+    Part("Retention", "monitoring/retention.py", RetentionSettings, "`emotitrack prune`"),
 )
 # Read by other code than the settings models (MLflow, prometheus_client, the serve command).
 OTHER_VARIABLES = (
@@ -68,7 +70,8 @@ OTHER_VARIABLES = (
     (
         "PROMETHEUS_MULTIPROC_DIR",
         "prometheus_client, in the API",
-        "An empty folder, needed with `--workers` above 1 so `/metrics` sums every worker.",
+        "Where every worker writes its metrics so `/metrics` sums them; emptied at start. "
+        "Unset with `--workers` above 1: a temporary folder.",
     ),
 )
 # Attributes of pydantic's constraint objects (``Field(gt=0)`` holds ``Gt(gt=0)``).

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +36,15 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 def serve_forever(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
+    from emotitrack.core.options import report_invalid_settings
+    from serving.settings import ServingSettings
+
+    try:  # here, not only in each worker: one line and exit 2 instead of a traceback per worker
+        ServingSettings()
+    except ValidationError as exc:
+        return report_invalid_settings(exc, from_environment=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found:
     # make that handler exit 0, so orchestrators see a clean stop after the log was flushed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -45,17 +57,41 @@ def serve_forever(args: argparse.Namespace) -> int:
     # Fail over fast when the registry is down instead of MLflow's minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    uvicorn.run(
-        "serving.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=30,
-        access_log=False,  # texts never go to logs; Prometheus counts requests
-    )
+    with metrics_folder(args.workers):
+        uvicorn.run(
+            "serving.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=30,
+            access_log=False,  # texts never go to logs; Prometheus counts requests
+        )
     return 0
+
+
+@contextmanager
+def metrics_folder(workers: int) -> Iterator[None]:
+    """``PROMETHEUS_MULTIPROC_DIR`` emptied of an earlier run's files; with several workers and
+    none given, a private one for this run (else each scrape would see one worker's counts).
+    Set before uvicorn starts the workers, so they inherit it."""
+    from serving.metrics import clear_multiprocess_dir
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        clear_multiprocess_dir(Path(given))
+        yield
+        return
+    if workers == 1:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="emotitrack-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,11 +28,12 @@ from serving.errors import (
     UnknownModel,
     UnknownPrediction,
 )
-from serving.metrics import ServingMetrics, build_metrics
+from serving.metrics import ModelLabels, ServingMetrics, build_metrics, build_shadow_metrics
 from serving.model_store import LoadedModel, ModelStore
 from serving.prediction_log import PredictionLog
 from serving.schemas import text_problem
 from serving.settings import ServingSettings
+from serving.shadow import ShadowScorer
 
 log = logging.getLogger("emotitrack.serving")
 
@@ -42,7 +43,7 @@ class Service:
 
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
-        self.metrics: ServingMetrics = build_metrics()
+        self.metrics: ServingMetrics = build_metrics(settings.alert_min_confidence)
         self.store = ModelStore(
             settings.model_uri,
             settings.tracking_uri,
@@ -66,6 +67,10 @@ class Service:
         # model version -> its describer, loading or loaded (only without stored texts)
         self._describers: dict[str, asyncio.Task[TextDescriber]] = {}
         self._poller: asyncio.Task[None] | None = None
+        self.shadow_metrics = build_shadow_metrics(self.metrics.registry)
+        self.shadow: ShadowScorer | None = None  # a second model, off the request path
+        if settings.shadow_model_uri:
+            self.shadow = ShadowScorer(settings, self.prediction_log, self.shadow_metrics)
 
     async def start(self) -> None:
         """Open the prediction log, start batching, load the model and follow the registry."""
@@ -75,6 +80,8 @@ class Service:
         self._poller = asyncio.create_task(
             self.store.poll_forever(self.settings.poll_interval_s), name="model-poller"
         )
+        if self.shadow is not None:
+            self.shadow.start()
 
     async def close(self) -> None:
         """Stop following the registry, finish the batches, close the model and the log."""
@@ -83,6 +90,8 @@ class Service:
             with suppress(asyncio.CancelledError):
                 await self._poller
         await self.batcher.stop()
+        if self.shadow is not None:  # before the log closes: its last records go in
+            await self.shadow.close()
         await self.store.close()
         await asyncio.to_thread(self.prediction_log.close)
         counters = self.prediction_log.counters
@@ -96,9 +105,8 @@ class Service:
     def _record_outcome(self, outcome: str, model: LoadedModel | None) -> None:
         self.metrics.reloads.labels(outcome=outcome).inc()
         self.metrics.model_loaded.set(1 if model is not None else 0)
+        self.metrics.show_model(model_labels(model))
         if model is not None:
-            version = float(model.version) if model.version.isdigit() else 0.0
-            self.metrics.model_version.labels(model_name=model.name).set(version)
             self.metrics.model_load_seconds.set(model.load_seconds)
 
     def model(self) -> LoadedModel:
@@ -187,6 +195,8 @@ class Service:
                 )
             )
         self.prediction_log.submit(records)
+        if self.shadow is not None:  # after the answer is complete; never waits
+            self.shadow.offer(texts, records)
         self._count(model, confidences, best)
         return model, predictions
 
@@ -274,6 +284,13 @@ class Service:
         self.metrics.scoring_process_up.set(
             1 if scoring_place(self.store.current) == "process" else 0
         )
+
+
+def model_labels(model: LoadedModel | None) -> ModelLabels | None:
+    """``emotitrack_model_info``'s labels for ``model``: name, version, run id."""
+    if model is None:
+        return None
+    return model.name, model.version, model.ref.run_id or ""
 
 
 def scoring_place(model: LoadedModel | None) -> str | None:

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from emotitrack.core.settings import PRODUCTION_MODEL_URI, tracking_uri_field
 
+DEFAULT_ALERT_MIN_CONFIDENCE = 0.7
+
 
 class ServingSettings(BaseSettings):
     """Every field can be set as ``EMOTITRACK_<FIELD>``; the tracking URI also honours
@@ -92,6 +94,27 @@ class ServingSettings(BaseSettings):
     log_flush_rows: int = Field(500, gt=0, description="Records written per batch.")
     log_buffer_rows: int = Field(
         50_000, gt=0, description="Records held in memory before they spill to disk."
+    )
+    alert_min_confidence: float = Field(
+        DEFAULT_ALERT_MIN_CONFIDENCE,
+        gt=0,
+        lt=1,
+        description="Mean prediction confidence below which the EmotiTrackLowConfidence alert "
+        "fires; published as `emotitrack_alert_min_confidence_ratio`, which the rule reads.",
+    )
+
+    shadow_model_uri: str = Field(
+        "",
+        description="A second model scored off the request path on a share of live requests "
+        "(e.g. models:/emotitrack-sentiment@challenger), logged with source 'shadow' and its "
+        "own version; followed like the served model. Empty: no shadow.",
+    )
+    shadow_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of requests the shadow model also scores (0 to 1); shadow work that "
+        "finds its queue full is dropped, never waited for.",
     )
 
     @field_validator("admin_token", mode="before")

@@ -8,6 +8,7 @@ gate; 4 tracking server or registry unreachable.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -129,6 +130,26 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
         default=settings.gate_metric,
         choices=GATE_METRICS,
         help="gate metric, one where higher is better: " + ", ".join(GATE_METRICS),
+    )
+    promote.add_argument(
+        "--gate-evidence",
+        choices=("validation", "shadow"),
+        default="validation",
+        help="what the gate compares on: the validation rows neither version trained on, or "
+        "(shadow) the live requests Production answered and the version scored as the shadow "
+        "model, that got feedback (accuracy)",
+    )
+    promote.add_argument(
+        "--prediction-log-url",
+        default=os.environ.get("EMOTITRACK_PREDICTION_LOG_URL", "sqlite:///predictions.db"),
+        help="prediction log the shadow gate reads (default: EMOTITRACK_PREDICTION_LOG_URL)",
+    )
+    promote.add_argument(
+        "--min-feedback",
+        type=parse_int,
+        default=argparse.SUPPRESS,
+        help="fewest shadow-scored requests with feedback the shadow gate compares on "
+        "(default: 200)",
     )
     promote.add_argument("--reason", default="", help="why: recorded on the version")
     promote.set_defaults(handler=_guarded(_promote, settings))
@@ -370,7 +391,22 @@ def _promote(args: argparse.Namespace, settings: TrainingSettings) -> int:
         },
     )
     version = getattr(args, "version", None)
-    done = promote(run_settings, version, gate=args.gate, reason=args.reason)
+    if args.gate_evidence != "validation" and not args.gate:
+        raise DataError("--gate-evidence only applies with --gate: add --gate or drop it")
+    shadow_options = {}
+    if hasattr(args, "min_feedback"):
+        if args.min_feedback < 1:
+            raise DataError(f"--min-feedback {args.min_feedback}: give at least 1")
+        shadow_options["min_feedback"] = args.min_feedback
+    done = promote(
+        run_settings,
+        version,
+        gate=args.gate,
+        reason=args.reason,
+        evidence=args.gate_evidence,
+        prediction_log_url=args.prediction_log_url,
+        **shadow_options,
+    )
     gate = f" ({done.gate.summary()})" if done.gate else ""
     print(
         f"models:/{done.name}@production is version {done.version} "

@@ -19,7 +19,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from emotitrack.core.prediction_log import create_store_engine, redacted_url
 from emotitrack.core.progress import log, step
+from emotitrack.core.shadow_log import compare
 from training.data import (
     LABEL,
     TEXT,
@@ -40,6 +42,10 @@ PRODUCTION_STAGE = "Production"
 # Metrics the gate may compare: all higher-is-better (log loss and ECE are not).
 # Fewer rows than this that neither version has seen say too little to compare them.
 MIN_GATE_ROWS = 20
+# What the gate compares on: the challenger's held-out validation rows, or the live requests
+# both versions scored (Production answering, the challenger in shadow) that got feedback.
+GATE_EVIDENCE = ("validation", "shadow")
+MIN_SHADOW_FEEDBACK = 200  # shadow-scored requests with feedback the shadow gate needs
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class GateResult:
     tolerance: float
     rows: int
     excluded: int = 0  # validation rows left out because the champion was trained on them
+    evidence: str = "validation"  # or "shadow": live requests with feedback
 
     @property
     def passed(self) -> bool:
@@ -57,6 +64,12 @@ class GateResult:
 
     def summary(self) -> str:
         verdict = "passed" if self.passed else "REFUSED"
+        if self.evidence == "shadow":
+            return (
+                f"gate {verdict}: {self.metric} challenger {self.challenger:.4f} vs champion "
+                f"{self.champion:.4f} (tolerance {self.tolerance}) on {self.rows} live requests "
+                "with feedback that both scored (challenger in shadow)"
+            )
         excluded = f" ({self.excluded} left out: the champion trained on them)"
         return (
             f"gate {verdict}: {self.metric} challenger {self.challenger:.4f} vs champion "
@@ -96,8 +109,20 @@ def promote(
     *,
     gate: bool = False,
     reason: str = "",
+    evidence: str = "validation",
+    prediction_log_url: str | None = None,
+    min_feedback: int = MIN_SHADOW_FEEDBACK,
 ) -> Promotion:
-    """Point ``production`` (alias and stage) at ``version`` (default: the newest)."""
+    """Point ``production`` (alias and stage) at ``version`` (default: the newest). With
+    ``gate``, on ``evidence``: the validation rows neither version trained on, or (``shadow``)
+    the live requests in ``prediction_log_url`` that both scored and that got feedback."""
+    if evidence not in GATE_EVIDENCE:
+        raise PromotionError(f"gate evidence {evidence!r}: choose one of {GATE_EVIDENCE}")
+    if gate and evidence == "shadow" and not prediction_log_url:
+        raise PromotionError(
+            "the shadow gate reads the prediction log: give its URL (--prediction-log-url or "
+            "EMOTITRACK_PREDICTION_LOG_URL)"
+        )
     if gate and settings.gate_metric not in GATE_METRICS:
         raise PromotionError(
             f"gate metric {settings.gate_metric!r} cannot gate: choose one of {GATE_METRICS}"
@@ -113,7 +138,13 @@ def promote(
     previous = str(champion.version) if champion else None
     result = None
     if gate and champion is not None and previous != version:
-        result = evaluate_gate(settings, challenger, champion)
+        if evidence == "shadow":
+            assert prediction_log_url is not None  # checked above
+            result = evaluate_shadow_gate(
+                settings, challenger, champion, prediction_log_url, min_feedback=min_feedback
+            )
+        else:
+            result = evaluate_gate(settings, challenger, champion)
         log.info(result.summary())
         if not result.passed:
             client.set_model_version_tag(name, version, "gate_refused_at", _now())
@@ -220,6 +251,53 @@ def evaluate_gate(
         tolerance=settings.gate_tolerance,
         rows=len(held_out),
         excluded=len(validation) - len(held_out),
+    )
+
+
+def evaluate_shadow_gate(
+    settings: TrainingSettings,
+    challenger: ModelVersion,
+    champion: ModelVersion,
+    prediction_log_url: str,
+    *,
+    min_feedback: int = MIN_SHADOW_FEEDBACK,
+) -> GateResult:
+    """Accuracy of both versions on the live requests Production (``champion``) answered and
+    the challenger scored in shadow, where feedback gave the true label: the same requests,
+    the same labels, counted by the database. Feedback measures accuracy only, whatever
+    metric the validation gate uses."""
+    engine = create_store_engine(prediction_log_url)
+    try:
+        pairs = compare(
+            engine,
+            primary_version=str(champion.version),
+            shadow_version=str(challenger.version),
+            model_name=settings.model_name,
+        )
+    except Exception as exc:  # unreachable store, no table: say where we looked
+        raise PromotionError(
+            f"cannot read the prediction log at {redacted_url(prediction_log_url)}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    finally:
+        engine.dispose()
+    labelled = sum(pair.labelled for pair in pairs)
+    if labelled < min_feedback:
+        shadowed = sum(pair.rows for pair in pairs)
+        raise PromotionError(
+            f"only {labelled} of the {shadowed} requests that Production (version "
+            f"{champion.version}) answered and version {challenger.version} scored in shadow "
+            f"have feedback; at least {min_feedback} are needed to compare them: serve version "
+            f"{challenger.version} as the shadow model (EMOTITRACK_SHADOW_MODEL_URI) and collect "
+            "more feedback, or gate on validation data (--gate-evidence validation)"
+        )
+    return GateResult(
+        metric="accuracy",
+        challenger=sum(pair.shadow_correct for pair in pairs) / labelled,
+        champion=sum(pair.primary_correct for pair in pairs) / labelled,
+        tolerance=settings.gate_tolerance,
+        rows=labelled,
+        evidence="shadow",
     )
 
 

@@ -248,8 +248,11 @@ def window_filters(
     source: str | None = None,
     batch_id: str | None = None,
 ) -> list[sa.ColumnElement[bool]]:
-    """WHERE clauses of a window: ``since`` inclusive, ``until`` exclusive."""
+    """WHERE clauses of a window: ``since`` inclusive, ``until`` exclusive. Without a
+    ``source``, every source but shadows: a shadow's answers reached no client."""
     filters: list[sa.ColumnElement[bool]] = []
+    if source is None:
+        filters.append(columns["source"] != "shadow")
     if since is not None:
         filters.append(PREDICTIONS.c.created_at >= since)
     if until is not None:

@@ -268,7 +268,11 @@ def test_bad_input_gets_a_4xx_that_says_what_to_fix(
 ) -> None:
     response = httpx.post(f"{api.url}{path}", content=body, headers=headers)
     assert response.status_code == status, response.text
-    assert message in response.json()["detail"]
+    answer = response.json()
+    if path == "/invocations":  # MLflow's scoring protocol: its error body
+        assert answer["error_code"] and message in answer["message"]
+    else:
+        assert message in answer["detail"]
     assert httpx.get(f"{api.url}/ready").status_code == 200
 
 
@@ -389,7 +393,9 @@ def test_admin_is_off_without_a_token(registry: Registry, tmp_path: Path) -> Non
     api.terminate()
 
 
-def test_metrics_count_requests_predictions_and_log(api: ApiServer) -> None:
+def test_metrics_count_requests_predictions_and_log(
+    api: ApiServer, promoted: TrainingResult
+) -> None:
     before = api.scrape()
     with httpx.Client(base_url=api.url) as client:
         client.post("/predict", json={"text": "Loved it!"})
@@ -406,11 +412,18 @@ def test_metrics_count_requests_predictions_and_log(api: ApiServer) -> None:
     )
     assert samples['emotitrack_predictions_total{label="positive",model_version="1"}'] == 2
     assert samples['emotitrack_predictions_total{label="negative",model_version="1"}'] == 2
-    assert samples["emotitrack_prediction_confidence_count"] == 4
+    assert samples["emotitrack_prediction_confidence_ratio_count"] == 4
     assert samples["emotitrack_prediction_log_queued_total"] == 4
     assert samples["emotitrack_prediction_log_written_total"] == 4
     assert after["emotitrack_prediction_log_dropped_total"] == 0
-    assert after['emotitrack_model_version{model_name="emotitrack-sentiment"}'] == 1
+    info = [series for series in after if series.startswith("emotitrack_model_info{")]
+    assert info == [
+        'emotitrack_model_info{model_name="emotitrack-sentiment",'
+        f'run_id="{promoted.run_id}",version="1"}}'
+    ]
+    assert after[info[0]] == 1
+    assert after["emotitrack_alert_min_confidence_ratio"] == 0.7
+    assert after["process_resident_memory_bytes"] > 0  # one worker: no pid label
     assert after['emotitrack_model_reloads_total{outcome="loaded"}'] == 1
     assert after["emotitrack_prediction_log_store_up"] == 1
     assert (

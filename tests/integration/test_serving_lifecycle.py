@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -186,14 +188,20 @@ def test_postgres_prediction_log_outage_spills_and_replays(
 def test_metrics_add_up_across_workers(
     settings: TrainingSettings, api_factory: Callable[..., ApiServer], tmp_path: Path
 ) -> None:
-    promote(settings, train(settings, SMALL).version)
+    result = train(settings, SMALL)
+    promote(settings, result.version)
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
+    (multiproc / "counter_1.db").write_bytes(b"an earlier run's file")  # wiped at start
     api = api_factory(workers=2, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
     for i in range(40):  # a new connection each: the workers share the listening socket
         assert httpx.post(f"{api.url}/predict", json={"text": f"great film {i}"}).status_code == 200
     pids = {path.stem.rsplit("_", 1)[-1] for path in multiproc.glob("*.db")}
     assert len(pids) == 2, pids
+    info = (
+        'emotitrack_model_info{model_name="emotitrack-sentiment",'
+        f'run_id="{result.run_id}",version="1"}}'
+    )
     for _ in range(5):  # whichever worker answers the scrape, the totals are the same
         samples = api.scrape()
         assert samples['emotitrack_predictions_total{label="positive",model_version="1"}'] == 40
@@ -201,3 +209,27 @@ def test_metrics_add_up_across_workers(
             samples['emotitrack_http_requests_total{method="POST",route="/predict",status="200"}']
             == 40
         )
+        assert [s for s in samples if s.startswith("emotitrack_model_info")] == [info]
+        assert samples[info] == 1
+        assert worker_pids(samples) == pids
+        assert all(samples[f'process_resident_memory_bytes{{pid="{pid}"}}'] > 0 for pid in pids)
+
+    # a worker dies: uvicorn starts another; the dead one's process series go, its counts stay
+    killed = min(pids)
+    os.kill(int(killed), signal.SIGKILL)
+
+    def replaced() -> bool:
+        samples = api.scrape()
+        pids = worker_pids(samples)
+        return len(pids) == 2 and killed not in pids and samples["emotitrack_model_loaded"] == 1
+
+    wait_until(replaced, timeout=60, what="a new worker with the model, in place of the killed")
+    samples = api.scrape()
+    assert samples['emotitrack_predictions_total{label="positive",model_version="1"}'] == 40
+    assert samples[info] == 1
+
+
+def worker_pids(samples: dict[str, float]) -> set[str]:
+    """The pids of the workers whose resident memory /metrics reports."""
+    prefix = 'process_resident_memory_bytes{pid="'
+    return {series[len(prefix) : -2] for series in samples if series.startswith(prefix)}
