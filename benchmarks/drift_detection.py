@@ -64,6 +64,7 @@ from sklearn.pipeline import Pipeline
 
 from harness import REPO
 from harness.data import shared_data_root
+from monitoring import verdicts
 from monitoring.descriptors import with_descriptors
 from monitoring.drift import (
     CATEGORICAL_COLUMNS,
@@ -75,6 +76,9 @@ from monitoring.drift import (
     drifted_share,
     run_report,
 )
+from monitoring.estimation import measure_accuracy
+from monitoring.settings import MonitoringSettings
+from monitoring.verdicts import DATA_COLUMNS
 from training.model import Hyperparameters, build_pipeline, prediction_table
 from training.reference import build_reference
 
@@ -122,6 +126,7 @@ SCENARIOS = (
         target=(">=", 0.95),
     ),
     Scenario("sst2", "SST-2 sentences (val + test)", (("sst2", 1.0),), target=(">=", 0.95)),
+    Scenario("tweets", "TweetEval tweets, negative and positive", (("tweets", 1.0),)),
     Scenario(
         "label_prior",
         "IMDB, 90% negative",
@@ -176,10 +181,32 @@ def read_split(data: Path, name: str) -> pd.DataFrame:
     )
 
 
-def train_model(data: Path) -> Pipeline:
+VALIDATION_ROWS = 10_000  # --split validation: IMDB train rows held out from the model
+
+
+def imdb_splits(data: Path, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows the model trains on, held-out IMDB rows the reference and windows come from).
+    ``test``: all of IMDB train, and IMDB test. ``validation``: IMDB train minus a seeded
+    10,000 rows, and those rows, so thresholds can be chosen without looking at a test split."""
     train = read_split(data, "imdb/train")
+    if split == "test":
+        return train, read_split(data, "imdb/test")
+    held_out = train.sample(n=VALIDATION_ROWS, random_state=TRAINING_SEED).index
+    return train.drop(index=held_out).reset_index(drop=True), train.loc[held_out].reset_index(
+        drop=True
+    )
+
+
+def train_model(train: pd.DataFrame) -> Pipeline:
     pipeline = build_pipeline(Hyperparameters(), seed=TRAINING_SEED)
     return pipeline.fit(train["text"].tolist(), train["label"].tolist())
+
+
+def tweets(data: Path) -> pd.DataFrame:
+    """TweetEval test tweets labelled negative or positive: the IMDB model has no neutral class,
+    so neutral tweets have no right answer to measure accuracy with."""
+    frame = read_split(data, "tweeteval_sentiment/test")
+    return frame[frame["label"] != "neutral"].reset_index(drop=True)
 
 
 def as_logged(frame: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
@@ -206,8 +233,7 @@ class Corpus:
     products: pd.DataFrame
 
 
-def build_corpus(pipeline: Pipeline, data: Path, reference_size: int) -> Corpus:
-    test = read_split(data, "imdb/test")
+def build_corpus(pipeline: Pipeline, data: Path, reference_size: int, test: pd.DataFrame) -> Corpus:
     test_predictions = prediction_table(pipeline, test["text"].tolist())
     # Exactly what a training run logs as its reference sample, renamed as the job renames it.
     reference = build_reference(test, test_predictions, reference_size, TRAINING_SEED)
@@ -231,6 +257,8 @@ def build_corpus(pipeline: Pipeline, data: Path, reference_size: int) -> Corpus:
     )
     products = as_logged(products_raw, prediction_table(pipeline, products_raw["text"].tolist()))
     sst2 = as_logged(sst2_raw, prediction_table(pipeline, sst2_raw["text"].tolist()))
+    tweets_raw = tweets(data)
+    tweet_rows = as_logged(tweets_raw, prediction_table(pipeline, tweets_raw["text"].tolist()))
     imdb = with_descriptors(imdb, pipeline)
     pools = {
         "imdb": imdb,
@@ -238,6 +266,7 @@ def build_corpus(pipeline: Pipeline, data: Path, reference_size: int) -> Corpus:
         "imdb_positive": imdb[imdb["true_label"] == "positive"].reset_index(drop=True),
         "products": with_descriptors(products, pipeline),
         "sst2": with_descriptors(sst2, pipeline),
+        "tweets": with_descriptors(tweet_rows, pipeline),
     }
     return Corpus(reference, pools, imdb_all, products)
 
@@ -499,6 +528,278 @@ def recommend(summary: dict[str, Any]) -> str | None:
         )
 
     return max(ok, key=rank)[0]
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+VERDICT_TARGETS = {  # scenario -> {verdict: (op, rate)}; no_drift: every verdict quiet
+    "no_drift": {
+        "data": ("<=", 0.02),
+        "prediction": ("<=", 0.02),
+        "quality": ("<=", 0.02),
+        "quality_labelled": ("<=", 0.02),
+    },
+    "label_prior": {"prediction": (">=", 0.95)},
+}
+
+
+@dataclass(frozen=True)
+class DataRule:
+    """The data-drift verdict over the data columns (text and descriptors): drift when at least
+    ``share`` of them drifted, optionally with other column thresholds, and optionally counting
+    ``text_length`` and ``word_count`` (one signal, their scores correlate) as one column."""
+
+    name: str
+    share: float
+    per_column_threshold: dict[str, float] = field(default_factory=dict)
+    merge_length: bool = False
+
+    def detected(self, columns: dict[str, ColumnDrift]) -> bool:
+        drifted = {
+            name: is_drifted(d.method, d.score, self.per_column_threshold.get(name, d.threshold))
+            for name, d in columns.items()
+            if name in DATA_COLUMNS
+        }
+        if self.merge_length:
+            drifted["text_length"] = drifted["text_length"] or drifted.pop("word_count")
+        return sum(drifted.values()) / len(drifted) >= self.share
+
+
+@dataclass(frozen=True)
+class PredictionRule:
+    """The prediction-drift verdict: label shares (chi-square) or mean confidence (Welch) below
+    ``p_value``, each with a minimum change (``inf``: that test is off)."""
+
+    name: str
+    p_value: float
+    min_label_change: float
+    min_confidence_change: float
+
+    def detected(self, w: dict[str, float]) -> bool:
+        labels = w["label_p"] < self.p_value and w["label_change"] >= self.min_label_change
+        confidence = (
+            w["confidence_p"] < self.p_value
+            and abs(w["confidence_change"]) >= self.min_confidence_change
+        )
+        return labels or confidence
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """The quality verdict at ``margin`` below the reference accuracy; ``labelled``: every row
+    of the window has a feedback label (the measured accuracy counts too)."""
+
+    name: str
+    margin: float
+    labelled: bool = False
+
+    def detected(self, w: dict[str, float]) -> bool:
+        floor = w["reference_accuracy"] - self.margin
+        estimated = w["estimated"] < floor
+        measured = w["measured"] < floor and w["measured_upper"] < w["reference_accuracy"]
+        return estimated or (self.labelled and measured)
+
+
+INF = float("inf")
+DATA_RULES = (
+    DataRule("data 2/5", 0.4),
+    DataRule("data 3/5", 0.6),
+    DataRule("data 3/5, nonlet 0.15", 0.6, {"non_letter_share": 0.15}),
+    DataRule("data 4/5", 0.8),
+    DataRule("data 2/4, length=words", 0.5, merge_length=True),
+    DataRule("data 3/4, length=words", 0.75, merge_length=True),
+)
+PREDICTION_RULES = (
+    PredictionRule("labels p<0.01", 0.01, 0.0, INF),
+    PredictionRule("labels p<0.001", 0.001, 0.0, INF),
+    PredictionRule("labels+conf p<0.01", 0.01, 0.0, 0.0),
+    PredictionRule("labels+conf p<0.001", 0.001, 0.0, 0.0),
+    PredictionRule("labels+conf p<0.01, min 0.05/0.03", 0.01, 0.05, 0.03),
+    PredictionRule("labels+conf p<0.001, min 0.05/0.03", 0.001, 0.05, 0.03),
+    PredictionRule("labels+conf p<0.001, min 0.05/0.02", 0.001, 0.05, 0.02),
+)
+QUALITY_RULES = (
+    QualityRule("margin 0.02", 0.02),
+    QualityRule("margin 0.03", 0.03),
+    QualityRule("margin 0.05", 0.05),
+    QualityRule("margin 0.02, labelled", 0.02, labelled=True),
+    QualityRule("margin 0.03, labelled", 0.03, labelled=True),
+    QualityRule("margin 0.05, labelled", 0.05, labelled=True),
+)
+
+
+def verdict_window(
+    reference: pd.DataFrame, window: pd.DataFrame, settings: MonitoringSettings
+) -> dict[str, Any]:
+    """One window through the project's prediction and quality verdicts (``monitoring.verdicts``,
+    as the job calls them), with the statistics variants are re-scored from."""
+    reference_accuracy = float((reference["true_label"] == reference["predicted_label"]).mean())
+    estimated = verdicts.window_estimate(reference, window)
+    right = int((window["true_label"] == window["predicted_label"]).sum())
+    measured = measure_accuracy(right, len(window))
+    prediction = verdicts.prediction_drift(
+        reference,
+        window,
+        p_value=settings.prediction_drift_p_value,
+        min_label_change=settings.min_label_share_change,
+        min_confidence_change=settings.min_confidence_change,
+    )
+    return {
+        "rows": len(window),
+        "label_p": prediction["label_shares_p_value"],
+        "label_change": prediction["label_share_change"],
+        "confidence_p": prediction["confidence_p_value"],
+        "confidence_change": prediction["confidence_change"],
+        "reference_accuracy": reference_accuracy,
+        "estimated": estimated.accuracy,
+        "estimated_lower": estimated.lower,
+        "estimated_upper": estimated.upper,
+        "measured": measured.accuracy,
+        "measured_upper": measured.upper,
+        "prediction": prediction["detected"],
+        "quality": verdicts.quality(reference_accuracy, estimated, None, settings.accuracy_margin)[
+            "detected"
+        ],
+        "quality_labelled": verdicts.quality(
+            reference_accuracy, estimated, measured, settings.accuracy_margin
+        )["detected"],
+    }
+
+
+def run_verdict_windows(
+    corpus: Corpus, scenario: Scenario, args: argparse.Namespace, settings: MonitoringSettings
+) -> list[dict[str, Any]]:
+    """``--verdict-windows`` windows of one scenario through the prediction and quality
+    verdicts (no Evidently report: they read the predictions only), on their own seeded draws."""
+    rng = scenario_rng(args.seed, f"verdicts-{scenario.name}")
+    return [
+        verdict_window(
+            corpus.reference, draw(corpus.pools, scenario, args.window_size, rng), settings
+        )
+        for _ in range(args.verdict_windows)
+    ]
+
+
+def project_rules(settings: MonitoringSettings) -> tuple[DataRule, PredictionRule, QualityRule]:
+    return (
+        DataRule("project", settings.data_drift_share),
+        PredictionRule(
+            "project",
+            settings.prediction_drift_p_value,
+            settings.min_label_share_change,
+            settings.min_confidence_change,
+        ),
+        QualityRule("project", settings.accuracy_margin),
+    )
+
+
+def verdict_rates(
+    run: Run, scenarios: Sequence[Scenario], settings: MonitoringSettings
+) -> dict[str, dict[str, Any]]:
+    """Per scenario: the share of windows each project verdict flags (data: on the report
+    windows; prediction and quality: on the verdict windows), and every variant's rate."""
+    data_rule, prediction_rule, quality_rule = project_rules(settings)
+    out: dict[str, dict[str, Any]] = {}
+    for s in scenarios:
+        reports = run.windows.get(s.name, [])
+        cheap = run.verdict_windows.get(s.name, [])
+        for w in reports:  # the rule re-derived from column scores is the job's function
+            if (
+                data_rule.detected(w.columns)
+                != verdicts.data_drift(w.columns, data_rule.share)["detected"]
+            ):
+                raise RuntimeError(f"data rule disagrees with monitoring.verdicts in {s.name}")
+        checkable = run.config.get("verdict_settings") == settings.model_dump(mode="json")
+        for stats in cheap if checkable else []:  # flags stored under the same settings
+            if (
+                prediction_rule.detected(stats) != stats["prediction"]
+                or quality_rule.detected(stats) != stats["quality"]
+            ):
+                raise RuntimeError(f"re-scored verdicts disagree with the job's in {s.name}")
+        rates_: dict[str, Any] = {"report_windows": len(reports), "verdict_windows": len(cheap)}
+        if reports:
+            flagged = sum(data_rule.detected(w.columns) for w in reports)
+            rates_["data"] = flagged / len(reports)
+            rates_["data_ci95"] = wilson(flagged, len(reports))
+            rates_["data_variants"] = {
+                r.name: sum(r.detected(w.columns) for w in reports) / len(reports)
+                for r in DATA_RULES
+            }
+        if cheap:
+            for key in ("prediction", "quality", "quality_labelled"):
+                flagged = sum(bool(w[key]) for w in cheap)
+                rates_[key] = flagged / len(cheap)
+                rates_[f"{key}_ci95"] = wilson(flagged, len(cheap))
+            rates_["prediction_variants"] = {
+                r.name: sum(r.detected(w) for w in cheap) / len(cheap) for r in PREDICTION_RULES
+            }
+            rates_["quality_variants"] = {
+                r.name: sum(r.detected(w) for w in cheap) / len(cheap) for r in QUALITY_RULES
+            }
+            rates_["reference_accuracy"] = cheap[0]["reference_accuracy"]
+            rates_["median_estimated"] = float(np.median([w["estimated"] for w in cheap]))
+            rates_["median_measured"] = float(np.median([w["measured"] for w in cheap]))
+            rates_["median_label_change"] = float(np.median([w["label_change"] for w in cheap]))
+            rates_["median_confidence_change"] = float(
+                np.median([w["confidence_change"] for w in cheap])
+            )
+        out[s.name] = rates_
+    return out
+
+
+def verdict_tables(rates_: dict[str, dict[str, Any]]) -> str:
+    """The project's verdicts per scenario, then every variant's rate per scenario."""
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        if key not in r:
+            return "-"
+        low, high = r[f"{key}_ci95"]
+        return f"{pct(r[key])} [{pct(low)}-{pct(high)}]"
+
+    header = [
+        "scenario", "report windows", "data", "verdict windows", "prediction", "quality",
+        "quality (labelled)", "ref acc", "est acc", "measured acc", "label Δ", "conf Δ",
+    ]  # fmt: skip
+    rows = [
+        [
+            name,
+            str(r["report_windows"]),
+            cell(r, "data"),
+            str(r["verdict_windows"]),
+            cell(r, "prediction"),
+            cell(r, "quality"),
+            cell(r, "quality_labelled"),
+            *(
+                [
+                    f"{r['reference_accuracy']:.3f}",
+                    f"{r['median_estimated']:.3f}",
+                    f"{r['median_measured']:.3f}",
+                    f"{r['median_label_change']:+.3f}",
+                    f"{r['median_confidence_change']:+.3f}",
+                ]
+                if r["verdict_windows"]
+                else ["-"] * 5
+            ),
+        ]
+        for name, r in rates_.items()
+    ]
+    parts = [table(rows, header)]
+    for kind, rules in (
+        ("data", DATA_RULES),
+        ("prediction", PREDICTION_RULES),
+        ("quality", QUALITY_RULES),
+    ):
+        names = [n for n, r in rates_.items() if f"{kind}_variants" in r]
+        if not names:
+            continue
+        variant_rows = [
+            [rule.name, *(pct(rates_[n][f"{kind}_variants"][rule.name]) for n in names)]
+            for rule in rules
+        ]
+        parts.append(f"{kind} verdict variants (share of windows flagged)")
+        parts.append(table(variant_rows, [f"{kind} rule", *names]))
+    return "\n\n".join(parts)
 
 
 # --------------------------------------------------------------------------- speed check
@@ -830,6 +1131,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="windows per scenario re-run as real reports for every variant (0: none)",
     )
+    parser.add_argument(
+        "--split",
+        choices=("validation", "test"),
+        default="test",
+        help="where the reference and the IMDB windows come from: 'validation' holds 10,000 "
+        "IMDB train rows out of the model (choose thresholds here), 'test' is the IMDB test split "
+        "(report here)",
+    )
+    parser.add_argument(
+        "--verdict-windows",
+        type=int,
+        default=500,
+        help="windows per scenario through the prediction and quality verdicts (no report)",
+    )
+    parser.add_argument(
+        "--skip-reports",
+        action="store_true",
+        help="no Evidently reports (no data verdict): prediction and quality verdicts only",
+    )
     parser.add_argument("--skip-speed", action="store_true", help="skip the speed check")
     parser.add_argument("--speed-current", type=int, default=100_000, help="speed: current rows")
     parser.add_argument("--speed-reference", type=int, default=25_000, help="speed: reference rows")
@@ -891,6 +1211,7 @@ class Run:
     windows: dict[str, list[WindowResult]] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     speed: list[dict[str, Any]] = field(default_factory=list)
+    verdict_windows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def load_run(path: Path) -> Run:
@@ -908,15 +1229,21 @@ def load_run(path: Path) -> Run:
         ]
         for name, results in stored["windows"].items()
     }
-    return Run(stored["config"], windows, stored["verification"], stored["speed"])
+    return Run(
+        stored["config"],
+        windows,
+        stored["verification"],
+        stored["speed"],
+        stored.get("verdict_windows", {}),
+    )
 
 
 def pooled(paths: Sequence[Path]) -> Run:
     """Earlier runs (e.g. other seeds) as one: the windows of each scenario are concatenated."""
     runs = [load_run(path) for path in paths]
-    keys = ("drift_share", "reference_size", "window_size", "data")
+    keys = ("drift_share", "reference_size", "window_size", "data", "split")
     for run in runs[1:]:
-        if any(run.config[k] != runs[0].config[k] for k in keys):
+        if any(run.config.get(k, "test") != runs[0].config.get(k, "test") for k in keys):
             raise SystemExit(f"--rescore: runs differ in one of {', '.join(keys)}")
     seeds: list[int] = []
     sources: list[str] = []
@@ -931,14 +1258,21 @@ def pooled(paths: Sequence[Path]) -> Run:
             merged.windows.setdefault(name, []).extend(results)
         merged.checks += run.checks
         merged.speed += run.speed
+        for name, cheap in run.verdict_windows.items():
+            merged.verdict_windows.setdefault(name, []).extend(cheap)
     return merged
 
 
 def prepare(args: argparse.Namespace) -> tuple[Pipeline, Corpus]:
-    print("training the IMDB model (TF-IDF + LogisticRegression) ...", flush=True)
-    pipeline = train_model(args.data)
+    train, held_out = imdb_splits(args.data, args.split)
+    print(
+        f"training the IMDB model (TF-IDF + LogisticRegression) on {len(train):,} rows; "
+        f"reference and IMDB windows from {len(held_out):,} held-out rows ({args.split}) ...",
+        flush=True,
+    )
+    pipeline = train_model(train)
     print("predicting and describing the reference and the pools ...", flush=True)
-    corpus = build_corpus(pipeline, args.data, args.reference_size)
+    corpus = build_corpus(pipeline, args.data, args.reference_size, held_out)
     print(
         f"reference {len(corpus.reference):,} rows; pools "
         + ", ".join(f"{k} {len(v):,}" for k, v in corpus.pools.items()),
@@ -951,6 +1285,11 @@ def finish(
     run: Run, scenarios: Sequence[Scenario], variants: Sequence[Variant], out: Path, began: float
 ) -> None:
     """Check, summarise, write the JSON and print the tables."""
+    judged = verdict_rates(
+        run,
+        [s for s in scenarios if s.name in run.windows or s.name in run.verdict_windows],
+        MonitoringSettings(),
+    )
     scenarios = [s for s in scenarios if s.name in run.windows]
     project = Variant("project", drift_share=run.config["drift_share"])
     # The re-thresholded project configuration must reproduce the project's own verdicts.
@@ -966,7 +1305,9 @@ def finish(
         "recommended_variant": recommend(summary) if variants else None,
         "verification": run.checks,
         "speed": run.speed,
+        "verdicts": judged,
         "windows": {name: [asdict(w) for w in ws] for name, ws in run.windows.items()},
+        "verdict_windows": run.verdict_windows,
         "seconds": time.perf_counter() - began,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -993,6 +1334,26 @@ def finish(
             f"verification: {agree}/{len(run.checks)} real variant reports give the re-thresholded "
             f"dataset and column verdicts ({scores} with identical column scores)"
         )
+    if judged:
+        settings = MonitoringSettings()
+        print(
+            f"\nVerdicts (project defaults: data {settings.data_drift_share} of the data columns; "
+            f"prediction p < {settings.prediction_drift_p_value}, label share change >= "
+            f"{settings.min_label_share_change}, confidence change >= "
+            f"{settings.min_confidence_change}; quality margin {settings.accuracy_margin}; "
+            f"split {run.config.get('split', 'test')}, windows of {run.config['window_size']}, "
+            f"seed {run.config['seed']})\n"
+        )
+        print(verdict_tables(judged))
+        for name, targets in VERDICT_TARGETS.items():
+            for verdict, (op, bound) in targets.items():
+                if verdict in judged.get(name, {}):
+                    rate = judged[name][verdict]
+                    ok = rate <= bound if op == "<=" else rate >= bound
+                    print(
+                        f"target {name} {verdict} {op} {pct(bound)}: {pct(rate)} "
+                        f"{'met' if ok else 'NOT MET'}"
+                    )
     for r in run.speed:
         print(f"speed: {speed_line(r)}")
     for line in speed_agreement(run.speed):
@@ -1013,11 +1374,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = pooled(args.rescore)
     else:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        run = Run({**config, "reference_rows": args.reference_size})
+        run = Run(
+            {
+                **config,
+                "reference_rows": args.reference_size,
+                "verdict_settings": MonitoringSettings().model_dump(mode="json"),
+            }
+        )
     if not args.rescore or not args.skip_speed:
         pipeline, corpus = prepare(args)
+        settings = MonitoringSettings()
         for scenario in [] if args.rescore else scenarios:
             print(f"scenario {scenario.name}: {scenario.description}", flush=True)
+            if args.verdict_windows:
+                run.verdict_windows[scenario.name] = run_verdict_windows(
+                    corpus, scenario, args, settings
+                )
+            if args.skip_reports:
+                continue
             run.windows[scenario.name], checks = run_scenario(corpus, scenario, args, variants)
             run.checks += checks
         if not args.skip_speed:

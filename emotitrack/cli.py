@@ -16,6 +16,8 @@ from batch.cli import add_score_command
 from emotitrack.core.options import report_invalid_settings
 from emotitrack.core.progress import configure_logging
 from monitoring.cli import add_monitor_command
+from monitoring.index import add_monitor_index_command
+from monitoring.retention import add_prune_command
 from monitoring.settings import MonitoringSettings
 from serving.cli import add_serve_command
 from training.cli import add_commands
@@ -33,6 +35,8 @@ def build_parser(settings: TrainingSettings) -> argparse.ArgumentParser:
     add_commands(commands, settings)
     add_serve_command(commands)
     add_monitor_command(commands, retrain=_retrain)
+    add_monitor_index_command(commands)
+    add_prune_command(commands)
     add_score_command(commands)
     demo = commands.add_parser(
         "demo",

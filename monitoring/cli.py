@@ -1,7 +1,8 @@
-"""``emotitrack monitor``: one drift report. Exit codes a scheduler can use: 0 done (no drift, or
-drift without --fail-on-drift), 2 cannot run (nothing written), 3 drift found with
---fail-on-drift, 4 report written but not logged to MLflow, 5 report written and logged but the
-Pushgateway push failed. 4 and 5 outrank 3: the verdict line is printed all the same."""
+"""``emotitrack monitor``: one drift report. Exit codes a scheduler can use: 0 done (nothing
+found, or something found without --fail-on-drift), 2 cannot run (nothing written), 3 one of the
+verdicts named by --fail-on found something, with --fail-on-drift, 4 report written but not
+logged to MLflow, 5 report written and logged but the Pushgateway push failed. 4 and 5 outrank 3:
+the verdict line is printed all the same."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from emotitrack.core.options import parse_bool
-from monitoring.settings import MonitoringSettings
+from emotitrack.core.options import parse_bool, parse_int
+from monitoring.settings import VERDICT_KEYS, MonitoringSettings
 
 if TYPE_CHECKING:
     from monitoring.drift import DriftSummary
@@ -58,10 +59,26 @@ def add_monitor_command(
         help="current window: last N hours",
     )
     monitor.add_argument(
-        "--last", type=int, default=None, help="current window: last N predictions instead"
+        "--last",
+        type=parse_int,  # MLproject passes its float parameters as `500.0`
+        default=None,
+        help="current window: last N predictions instead (0: by hours, as without it)",
     )
     monitor.add_argument(
         "--all-versions", action="store_true", help="include traffic of other model versions"
+    )
+    monitor.add_argument(
+        "--source",
+        choices=["api", "batch"],
+        default=None,
+        help="only predictions from this source (the API's or `emotitrack score "
+        "--log-predictions`)",
+    )
+    monitor.add_argument(
+        "--batch-id",
+        default=None,
+        help="only the predictions of this scored batch, all of them whenever they were scored "
+        "(the id `emotitrack score --log-predictions` prints)",
     )
     monitor.add_argument(
         "--min-rows", type=int, default=settings.min_window_rows, help="fewest current rows"
@@ -75,7 +92,15 @@ def add_monitor_command(
         const=True,
         default=False,
         type=parse_bool,  # a value too: MLproject always passes one (`--fail-on-drift false`)
-        help=f"exit {EXIT_DRIFT} when drift is found",
+        help=f"exit {EXIT_DRIFT} when a verdict named by --fail-on finds something",
+    )
+    monitor.add_argument(
+        "--fail-on",
+        type=parse_verdicts,
+        default=list(VERDICT_KEYS),
+        metavar="VERDICTS",
+        help="which verdicts count for --fail-on-drift and --retrain-on-drift, comma-separated: "
+        f"{', '.join(VERDICT_KEYS)} (default: all)",
     )
     monitor.add_argument(
         "--retrain-on-drift",
@@ -94,21 +119,44 @@ def _monitor(args: argparse.Namespace, retrain: Retrain | None) -> int:
     except ValidationError as exc:
         print(f"error: {_invalid_options(exc)}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    if args.last is not None and args.last < 0:
+        print(f"error: --last {args.last}: expected 0 (window by hours) or more", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     undelivered: DeliveryError | None = None
     try:
-        summary = run_monitoring(settings, last=args.last, all_versions=args.all_versions)
+        summary = run_monitoring(
+            settings,
+            last=args.last or None,
+            all_versions=args.all_versions,
+            source=args.source,
+            batch_id=args.batch_id,
+        )
     except MonitoringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     except DeliveryError as exc:  # the report exists: its verdict still counts
         summary, undelivered = exc.summary, exc
-    _print_verdict(summary, settings)
-    if summary.dataset_drift and args.retrain_on_drift and retrain is not None:
+    found = summary.detected(VERDICT_KEYS[name] for name in args.fail_on)
+    _print_verdict(summary, settings, found)
+    if found and args.retrain_on_drift and retrain is not None:
         retrain(settings, summary.report_html)
     if undelivered is not None:
         print(f"error: {undelivered}", file=sys.stderr)
         return EXIT_NOT_PUSHED if summary.mlflow_run_id else EXIT_NOT_LOGGED
-    return EXIT_DRIFT if summary.dataset_drift and args.fail_on_drift else 0
+    return EXIT_DRIFT if found and args.fail_on_drift else 0
+
+
+def parse_verdicts(value: str) -> list[str]:
+    """``data,prediction,quality`` (any non-empty subset, or ``all``)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(VERDICT_KEYS)
+    unknown = [name for name in names if name not in VERDICT_KEYS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(VERDICT_KEYS)} (or all), got {value!r}"
+        )
+    return names
 
 
 def _settings(args: argparse.Namespace) -> MonitoringSettings:
@@ -131,14 +179,31 @@ def _invalid_options(exc: ValidationError) -> str:
     )
 
 
-def _print_verdict(summary: DriftSummary, settings: MonitoringSettings) -> None:
-    verdict = "DRIFT" if summary.dataset_drift else "no drift"
+def _print_verdict(summary: DriftSummary, settings: MonitoringSettings, found: list[str]) -> None:
+    """One line: DRIFT (a counted verdict found something) or no drift, then each verdict."""
     drifted = [name for name, c in summary.columns.items() if c.drifted]
     skipped = "".join(f"; {name} drift {why}" for name, why in summary.skipped_columns.items())
+    verdicts = "; ".join(
+        f"{key.replace('_', ' ')}: {'YES' if verdict['detected'] else 'no'} ({verdict['reason']})"
+        for key, verdict in summary.verdicts.items()
+    )
     print(
-        f"{verdict}: {summary.drifted_columns} of {len(summary.columns)} columns drifted "
+        f"{'DRIFT' if found else 'no drift'}: {verdicts}; "
+        f"{summary.drifted_columns} of {len(summary.columns)} columns drifted "
         f"({', '.join(drifted) or 'none'}); {summary.counts['current']} predictions of "
         f"{summary.model['name']} v{summary.model['version']}; report {summary.report_html}; "
         f"index {settings.reports_dir / 'index.html'}; "
         f"MLflow run {summary.mlflow_run_id or 'none'}{skipped}"
     )
+    for pair in summary.shadow.get("pairs", []):
+        labelled = (
+            f"; on {pair['labelled']} labelled: served {pair['primary_accuracy']:.3f}, "
+            f"shadow {pair['shadow_accuracy']:.3f}"
+            if pair["labelled"]
+            else ""
+        )
+        print(
+            f"shadow {pair['shadow_model']} v{pair['shadow_version']}: agrees with "
+            f"v{pair['primary_version']} on {pair['agreement']:.1%} of {pair['rows']} "
+            f"requests{labelled}"
+        )

@@ -3,6 +3,7 @@ summary (``DriftSummary``) that machines read."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from evidently.presets import ClassificationPreset, DataDriftPreset
 
 from emotitrack.core.descriptors import DESCRIPTOR_COLUMNS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: separate verdicts, estimated and measured accuracy
 TEXT_COLUMNS = ["text"]
 NUMERICAL_COLUMNS = [*DESCRIPTOR_COLUMNS, "confidence"]
 CATEGORICAL_COLUMNS = ["predicted_label"]
@@ -57,11 +58,19 @@ class DriftSummary:
     quality: dict[str, Any]
     report_html: str = ""
     skipped_columns: dict[str, str] = field(default_factory=dict)  # column -> why
+    # "data_drift", "prediction_drift", "quality" -> {"detected": bool, "reason": str, ...}
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # {"pairs": [...]}: a shadow model's agreement with the answers given (docs/shadow.md)
+    shadow: dict[str, Any] = field(default_factory=lambda: {"pairs": []})
     schema_version: int = SCHEMA_VERSION
     mlflow_run_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def detected(self, keys: Iterable[str]) -> list[str]:
+        """Which of the verdicts ``keys`` (keys of ``verdicts``) found something."""
+        return [key for key in keys if self.verdicts.get(key, {}).get("detected")]
 
 
 def run_report(

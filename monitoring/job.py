@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import shutil
@@ -18,10 +17,12 @@ from mlflow import MlflowClient
 
 from emotitrack.core import model_format
 from emotitrack.core.descriptors import TextDescriber
-from emotitrack.core.prediction_log import PredictionReader, redacted_url
+from emotitrack.core.log_queries import WindowAggregates
+from emotitrack.core.prediction_log import redacted_url
 from emotitrack.core.progress import step
 from emotitrack.core.reference import load_reference
 from emotitrack.core.registry import ModelRef, ModelUnavailable, resolve
+from monitoring import verdicts
 from monitoring.descriptors import describe_window, with_descriptors
 from monitoring.drift import (
     TEXT_DRIFT_SKIPPED,
@@ -31,11 +32,16 @@ from monitoring.drift import (
     run_quality_report,
     run_report,
 )
+from monitoring.estimation import measure_accuracy
+from monitoring.index import QUALITY_FILE, REPORT_FILE, SUMMARY_FILE, write_index
 from monitoring.settings import MonitoringSettings
-
-SUMMARY_FILE = "summary.json"
-REPORT_FILE = "report.html"
-QUALITY_FILE = "quality.html"
+from monitoring.shadow import shadow_summary
+from monitoring.window import (
+    WindowData,
+    confidence_moments_shift,
+    label_counts_shift,
+    load_window,
+)
 
 
 class MonitoringError(RuntimeError):
@@ -56,35 +62,54 @@ class Window:
     since: datetime | None
     until: datetime
     last: int | None
+    source: str | None = None
+    batch_id: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
             "start": self.since.isoformat() if self.since else None,
             "end": self.until.isoformat(),
             "last_records": self.last,
+            "source": self.source,
+            "batch_id": self.batch_id,
         }
 
 
 def run_monitoring(
-    settings: MonitoringSettings, *, last: int | None = None, all_versions: bool = False
+    settings: MonitoringSettings,
+    *,
+    last: int | None = None,
+    all_versions: bool = False,
+    source: str | None = None,
+    batch_id: str | None = None,
 ) -> DriftSummary:
-    """Build, write, log and export one drift report; return its summary."""
+    """Build, write, log and export one drift report; return its summary. ``source`` and
+    ``batch_id`` narrow the window to one kind of traffic or one scored batch."""
     mlflow.set_tracking_uri(settings.tracking_uri)
     now = datetime.now(UTC)
-    window = Window(None if last else now - timedelta(hours=settings.window_hours), now, last)
+    # One batch is judged whole, whenever it was scored.
+    by_hours = not last and batch_id is None
+    window = Window(
+        now - timedelta(hours=settings.window_hours) if by_hours else None,
+        now,
+        last,
+        source,
+        batch_id,
+    )
     ref = _production(settings)
     with step(f"loading the reference sample of run {ref.run_id}"):
         reference = _reference(ref, settings)
     with step("reading the current window from the prediction log"):
-        current = _current(settings, window, None if all_versions else ref.version)
+        data = _current(settings, window, None if all_versions else ref.version)
     with step(f"loading {ref.load_uri} for its vocabulary"):
         describer = _describer(ref)
     reference = reference.rename(columns={"label": "true_label"})
-    current = current.rename(columns={"label": "predicted_label"})
-    # Seeded samples bound the report's time with the same verdicts (docs/benchmarks.md); the
-    # summary's counts, label shares, confidences and quality use every row.
+    # The database drew a seeded sample for the report and summed every row for the rest
+    # (docs/prediction-log.md): memory follows the sample, not the window.
+    current = data.sample.rename(columns={"label": "predicted_label"})
+    labelled = data.labelled.rename(columns={"label": "predicted_label"})
     report_reference = with_descriptors(_sample(reference, settings.max_report_rows), describer)
-    report_current = describe_window(_sample(current, settings.max_report_rows), describer)
+    report_current = describe_window(current, describer)
     # Without every text (EMOTITRACK_STORE_TEXT=false for some or all of the window) the text
     # domain classifier has nothing to compare; the descriptors were logged in its place.
     with_text = bool(report_current["text"].notna().all())
@@ -95,14 +120,17 @@ def run_monitoring(
         snapshot = run_report(
             report_reference, report_current, settings.drift_share, with_text=with_text
         )
-    summary = _summarise(snapshot, reference, current, ref, window, settings)
+    summary = _summarise(snapshot, reference, current, data.aggregates, ref, window, settings)
+    if window.batch_id is None and window.source in (None, "api"):  # no shadow scores batches
+        with step("comparing the shadow model's answers with those given"):
+            summary.shadow = _shadow(settings, window, None if all_versions else ref.version)
     if not with_text:
         summary.skipped_columns["text"] = TEXT_DRIFT_SKIPPED
     quality = None
     if summary.quality["current_accuracy"] is not None:
         with step(f"Evidently quality report on {summary.counts['feedback']} feedback labels"):
             classes = sorted(set(reference["true_label"]) | set(reference["predicted_label"]))
-            quality = run_quality_report(reference, current.dropna(subset=["true_label"]), classes)
+            quality = run_quality_report(reference, labelled, classes)
     try:
         out = _write_report(snapshot, quality, summary, settings.reports_dir, now)
     except OSError as exc:  # the staging folder is gone again: still nothing written
@@ -162,10 +190,17 @@ def _reference(ref: ModelRef, settings: MonitoringSettings) -> pd.DataFrame:
         raise MonitoringError(f"run {ref.run_id} has no reference sample: {exc}") from exc
 
 
-def _current(settings: MonitoringSettings, window: Window, version: str | None) -> pd.DataFrame:
+def _current(settings: MonitoringSettings, window: Window, version: str | None) -> WindowData:
     try:
-        current = PredictionReader(settings.prediction_log_url).read(
-            since=window.since, until=window.until, last=window.last, model_version=version
+        data = load_window(
+            settings.prediction_log_url,
+            since=window.since,
+            until=window.until,
+            last=window.last,
+            model_version=version,
+            source=window.source,
+            batch_id=window.batch_id,
+            sample_rows=settings.max_report_rows,
         )
     except Exception as exc:  # any store failure means the same thing here
         problem = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -174,12 +209,30 @@ def _current(settings: MonitoringSettings, window: Window, version: str | None) 
             f"{type(exc).__name__}: {problem}"
         ) from exc
     scope = f"model version {version}" if version else "all versions"
-    if len(current) < settings.min_window_rows:
+    scope += f", source {window.source}" if window.source else ""
+    scope += f", batch {window.batch_id}" if window.batch_id else ""
+    rows = data.aggregates.rows
+    if rows < settings.min_window_rows:
         raise MonitoringError(
-            f"{len(current)} predictions in the window ({scope}); need at least {settings.min_window_rows} "
+            f"{rows} predictions in the window ({scope}); need at least {settings.min_window_rows} "
             "(widen --window-hours, use --last, or lower EMOTITRACK_MIN_WINDOW_ROWS)"
         )
-    return current
+    return data
+
+
+def _shadow(settings: MonitoringSettings, window: Window, version: str | None) -> dict[str, Any]:
+    try:
+        return shadow_summary(
+            settings.prediction_log_url,
+            since=window.since,
+            until=window.until,
+            primary_version=version,
+        )
+    except Exception as exc:  # the log answered a moment ago: report it the same way
+        raise MonitoringError(
+            f"prediction log {redacted_url(settings.prediction_log_url)}: shadow comparison "
+            f"failed: {_first_line(exc)}"
+        ) from exc
 
 
 def _describer(ref: ModelRef) -> TextDescriber:
@@ -196,35 +249,55 @@ def _describer(ref: ModelRef) -> TextDescriber:
 def _summarise(
     snapshot: Any,
     reference: pd.DataFrame,
-    current: pd.DataFrame,
+    sample: pd.DataFrame,
+    aggregates: WindowAggregates,
     ref: ModelRef,
     window: Window,
     settings: MonitoringSettings,
 ) -> DriftSummary:
+    """Counts, shares, prediction drift and measured accuracy from the database's sums over
+    every row; the calibrated accuracy estimate from the uniform sample (calibration is a
+    fitted curve the database cannot apply; the sample's mean is unbiased)."""
     columns = column_drifts(snapshot)
     drifted, share = drifted_share(snapshot)
-    feedback = current.dropna(subset=["true_label"])
+    feedback = aggregates.feedback_rows
+    reference_accuracy = float((reference["true_label"] == reference["predicted_label"]).mean())
+    estimated = verdicts.window_estimate(reference, sample)
+    measured = None
+    if feedback >= settings.min_feedback:
+        measured = measure_accuracy(aggregates.feedback_correct, feedback)
     quality: dict[str, Any] = {
-        "feedback_rows": len(feedback),
+        "feedback_rows": feedback,
         "min_feedback": settings.min_feedback,
-        "reference_accuracy": float(
-            (reference["true_label"] == reference["predicted_label"]).mean()
-        ),
-        "current_accuracy": None,
+        "reference_accuracy": reference_accuracy,
+        "current_accuracy": None if measured is None else measured.accuracy,
+        "estimated_accuracy": estimated.accuracy,
+        "estimated_accuracy_interval": estimated.interval(),
+        "measured_accuracy": None if measured is None else measured.accuracy,
+        "measured_accuracy_interval": None if measured is None else measured.interval(),
     }
-    if len(feedback) >= settings.min_feedback:
-        quality["current_accuracy"] = float(
-            (feedback["true_label"] == feedback["predicted_label"]).mean()
-        )
+    judged = {
+        "data_drift": verdicts.data_drift(columns, settings.data_drift_share),
+        "prediction_drift": verdicts.shift_verdict(
+            label_counts_shift(reference["predicted_label"], aggregates.label_counts),
+            confidence_moments_shift(reference["confidence"], aggregates),
+            p_value=settings.prediction_drift_p_value,
+            min_label_change=settings.min_label_share_change,
+            min_confidence_change=settings.min_confidence_change,
+        ),
+        "quality": verdicts.quality(
+            reference_accuracy, estimated, measured, settings.accuracy_margin
+        ),
+    }
     return DriftSummary(
         generated_at=window.until.isoformat(),
         window=window.describe(),
         model={"name": ref.name, "version": ref.version, "run_id": ref.run_id, "uri": ref.uri},
         counts={
             "reference": len(reference),
-            "current": len(current),
-            "feedback": len(feedback),
-            "report_sample": min(len(current), settings.max_report_rows),
+            "current": aggregates.rows,
+            "feedback": feedback,
+            "report_sample": len(sample),
         },
         dataset_drift=share >= settings.drift_share,
         drift_share=share,
@@ -233,11 +306,12 @@ def _summarise(
         columns=columns,
         predictions={
             "reference_label_shares": _shares(reference["predicted_label"]),
-            "current_label_shares": _shares(current["predicted_label"]),
+            "current_label_shares": {k: round(v, 4) for k, v in aggregates.label_shares.items()},
             "reference_mean_confidence": float(reference["confidence"].mean()),
-            "current_mean_confidence": float(current["confidence"].mean()),
+            "current_mean_confidence": float(aggregates.mean_confidence or 0.0),
         },
         quality=quality,
+        verdicts=judged,
     )
 
 
@@ -292,8 +366,8 @@ def _log_to_mlflow(summary: DriftSummary, out: Path, settings: MonitoringSetting
             "current_mean_confidence": summary.predictions["current_mean_confidence"],
         }
         metrics |= {f"drift_score_{name}": c.score for name, c in summary.columns.items()}
-        if summary.quality["current_accuracy"] is not None:
-            metrics["current_accuracy"] = summary.quality["current_accuracy"]
+        metrics |= verdict_metrics(summary)
+        metrics |= shadow_metrics(summary)
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(out / REPORT_FILE), "drift")
         if (out / QUALITY_FILE).is_file():
@@ -302,75 +376,130 @@ def _log_to_mlflow(summary: DriftSummary, out: Path, settings: MonitoringSetting
         return run.info.run_id
 
 
+def verdict_metrics(summary: DriftSummary) -> dict[str, float]:
+    """The verdicts and accuracies as MLflow metrics, one per verdict (absent: not computed)."""
+    quality = summary.quality
+    names = {"data_drift": "data_drift", "prediction_drift": "prediction_drift"}
+    metrics = {
+        names.get(key, "quality_degraded"): float(verdict["detected"])
+        for key, verdict in summary.verdicts.items()
+    } | {
+        "reference_accuracy": quality["reference_accuracy"],
+        "estimated_accuracy": quality["estimated_accuracy"],
+        "estimated_accuracy_lower": quality["estimated_accuracy_interval"][0],
+        "estimated_accuracy_upper": quality["estimated_accuracy_interval"][1],
+    }
+    if quality["measured_accuracy"] is not None:
+        metrics["measured_accuracy"] = quality["measured_accuracy"]
+        metrics["current_accuracy"] = quality["measured_accuracy"]  # its name before schema 2
+    prediction = summary.verdicts.get("prediction_drift", {})
+    if "label_shares_p_value" in prediction:
+        metrics["label_shares_p_value"] = prediction["label_shares_p_value"]
+        metrics["confidence_p_value"] = prediction["confidence_p_value"]
+    return metrics
+
+
+def shadow_metrics(summary: DriftSummary) -> dict[str, float]:
+    """Per shadow version: agreement with the served answers, and with feedback both
+    accuracies on the same requests (the promotion gate's live evidence, docs/shadow.md)."""
+    metrics = {}
+    for pair in summary.shadow.get("pairs", []):
+        suffix = f"_v{pair['shadow_version']}"
+        for key, name in (
+            ("agreement", "shadow_agreement"),
+            ("shadow_accuracy", "shadow_accuracy"),
+            ("primary_accuracy", "shadow_primary_accuracy"),
+        ):
+            if pair[key] is not None:
+                metrics[name + suffix] = float(pair[key])
+    return metrics
+
+
 def push_to_prometheus(summary: DriftSummary, gateway: str) -> None:
-    """Drift figures for Prometheus alerts. A batch job cannot be scraped, so it pushes."""
+    """The report's figures for Prometheus alerts (names in docs/monitoring.md). A batch job
+    cannot be scraped, so it pushes; every series carries the model's name and version, and the
+    push replaces the job's group, so a previous version's series go with it."""
     from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
     registry = CollectorRegistry()
-    Gauge(
-        "emotitrack_drift_detected", "1 if the last report found dataset drift.", registry=registry
-    ).set(float(summary.dataset_drift))
-    Gauge(
-        "emotitrack_drift_share", "Share of monitored columns that drifted.", registry=registry
+    model = {
+        "model_name": str(summary.model["name"]),
+        "model_version": str(summary.model["version"]),
+    }
+
+    def gauge(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, documentation, [*model, *labels], registry=registry)
+
+    flags = {
+        "data_drift": ("emotitrack_data_drift_detected", "1 if the text and descriptors drifted."),
+        "prediction_drift": (
+            "emotitrack_prediction_drift_detected",
+            "1 if the predicted-label shares or the mean confidence drifted.",
+        ),
+        "quality": (
+            "emotitrack_quality_degraded",
+            "1 if the estimated or measured accuracy fell below the reference minus the margin.",
+        ),
+    }
+    for key, (name, documentation) in flags.items():
+        gauge(name, documentation).labels(**model).set(
+            float(summary.verdicts.get(key, {}).get("detected", False))
+        )
+    gauge("emotitrack_drift_share_ratio", "Share of monitored columns that drifted.").labels(
+        **model
     ).set(summary.drift_share)
-    score = Gauge(
-        "emotitrack_drift_column_score",
-        "Drift test score per column.",
-        ["column"],
-        registry=registry,
+    p_value = gauge(
+        "emotitrack_drift_column_p_value",
+        "Drift test p-value per column (drift when below its threshold).",
+        ("column", "method"),
     )
-    drifted = Gauge(
-        "emotitrack_drift_column_drifted", "1 if the column drifted.", ["column"], registry=registry
+    distance = gauge(
+        "emotitrack_drift_column_distance",
+        "Drift distance or classifier score per column (drift when at or above its threshold).",
+        ("column", "method"),
     )
+    threshold = gauge(
+        "emotitrack_drift_column_threshold",
+        "The threshold of the column's drift test.",
+        ("column", "method"),
+    )
+    drifted = gauge("emotitrack_drift_column_drifted", "1 if the column drifted.", ("column",))
     for name, column in summary.columns.items():
-        score.labels(column=name).set(column.score)
-        drifted.labels(column=name).set(float(column.drifted))
-    Gauge(
-        "emotitrack_drift_current_rows", "Rows in the last report's window.", registry=registry
+        scores = p_value if "p_value" in column.method else distance
+        scores.labels(**model, column=name, method=column.method).set(column.score)
+        threshold.labels(**model, column=name, method=column.method).set(column.threshold)
+        drifted.labels(**model, column=name).set(float(column.drifted))
+    quality = summary.quality
+    gauge(
+        "emotitrack_estimated_accuracy_ratio",
+        "Accuracy estimated from the calibrated confidences (no labels needed).",
+    ).labels(**model).set(quality["estimated_accuracy"])
+    gauge(
+        "emotitrack_estimated_accuracy_lower_ratio",
+        "Lower end of the estimated accuracy's 95 % interval.",
+    ).labels(**model).set(quality["estimated_accuracy_interval"][0])
+    if quality["measured_accuracy"] is not None:
+        gauge(
+            "emotitrack_measured_accuracy_ratio", "Accuracy on the window's feedback labels."
+        ).labels(**model).set(quality["measured_accuracy"])
+    gauge(
+        "emotitrack_reference_accuracy_ratio",
+        "The model's accuracy on its reference (held-out) sample.",
+    ).labels(**model).set(quality["reference_accuracy"])
+    shares = gauge(
+        "emotitrack_prediction_label_share_ratio",
+        "Share of the window's predictions per label.",
+        ("label",),
+    )
+    for label, share in summary.predictions["current_label_shares"].items():
+        shares.labels(**model, label=label).set(share)
+    gauge(
+        "emotitrack_mean_confidence_ratio", "Mean confidence of the window's predictions."
+    ).labels(**model).set(summary.predictions["current_mean_confidence"])
+    gauge("emotitrack_monitoring_window_rows", "Rows in the last report's window.").labels(
+        **model
     ).set(summary.counts["current"])
-    Gauge(
-        "emotitrack_drift_last_run_timestamp_seconds",
-        "When the last report ran.",
-        registry=registry,
+    gauge("emotitrack_monitoring_last_run_timestamp_seconds", "When the last report ran.").labels(
+        **model
     ).set_to_current_time()
     push_to_gateway(gateway, job="emotitrack-monitoring", registry=registry, timeout=10)
-
-
-def write_index(reports_dir: Path) -> Path:
-    """``index.html``: every report with its window and verdict, newest first."""
-    rows = []
-    for summary_file in sorted(reports_dir.glob(f"*/{SUMMARY_FILE}"), reverse=True):
-        summary = json.loads(summary_file.read_text())
-        verdict = "DRIFT" if summary["dataset_drift"] else "no drift"
-        folder = summary_file.parent.name
-        rows.append(
-            f"<tr class='{'drift' if summary['dataset_drift'] else 'ok'}'>"
-            f"<td><a href='{html.escape(folder)}/{REPORT_FILE}'>{html.escape(summary['generated_at'])}</a></td>"
-            f"<td>{html.escape(str(summary['window']['start']))} → {html.escape(summary['window']['end'])}</td>"
-            f"<td>{html.escape(str(summary['model']['name']))} v{html.escape(str(summary['model']['version']))}</td>"
-            f"<td>{summary['counts']['current']}</td><td>{verdict}</td>"
-            f"<td>{summary['drifted_columns']} ({summary['drift_share']:.0%})</td>"
-            f"<td><a href='{html.escape(folder)}/{SUMMARY_FILE}'>JSON</a></td></tr>"
-        )
-    page = reports_dir / "index.html"
-    page.write_text(
-        INDEX_TEMPLATE.format(rows="\n".join(rows) or "<tr><td colspan=7>no reports yet</td></tr>")
-    )
-    return page
-
-
-INDEX_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>EmotiTrack drift reports</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: .4rem .8rem; border-bottom: 1px solid #ddd; text-align: left; }}
-tr.drift td {{ background: #fde8e8; }} tr.ok td {{ background: #eaf7ea; }}
-</style></head><body>
-<h1>EmotiTrack drift reports</h1>
-<p>Live traffic from the prediction log compared with the Production model's training reference.</p>
-<table><thead><tr><th>report</th><th>window</th><th>model</th><th>rows</th><th>verdict</th>
-<th>drifted columns</th><th>summary</th></tr></thead>
-<tbody>
-{rows}
-</tbody></table></body></html>
-"""

@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emotitrack.core.settings import PRODUCTION_MODEL_URI, tracking_uri_field
 
+# `--fail-on` name -> key of the verdict in summary.json's `verdicts`
+VERDICT_KEYS = {"data": "data_drift", "prediction": "prediction_drift", "quality": "quality"}
+
 
 class MonitoringSettings(BaseSettings):
     """Every field can be set as ``EMOTITRACK_<FIELD>``; the tracking URI also honours
@@ -52,6 +55,43 @@ class MonitoringSettings(BaseSettings):
         le=1,
         description="Dataset drift when at least this share of the 7 monitored columns drifted "
         "(0.4: three); chosen with benchmarks/drift_detection.py (docs/benchmarks.md).",
+    )
+    data_drift_share: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Data drift verdict when at least this share of the data columns (text and "
+        "the four descriptors; without logged texts the four descriptors) drifted; chosen with "
+        "benchmarks/drift_detection.py (benchmarks/DRIFT.md).",
+    )
+    prediction_drift_p_value: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="Prediction drift verdict: a test on the predicted-label shares "
+        "(chi-square) or the mean confidence (Welch) below this p-value, with the change at least "
+        "the minimum below; chosen with benchmarks/drift_detection.py.",
+    )
+    min_label_share_change: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Prediction drift needs a label's share to move at least this much (so a "
+        "large window does not flag a shift too small to matter).",
+    )
+    min_confidence_change: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="Prediction drift needs the mean confidence to move at least this much.",
+    )
+    accuracy_margin: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="Quality verdict when the estimated accuracy, or the measured one (with "
+        "enough feedback, its interval wholly below the reference), is more than this below the "
+        "reference accuracy.",
     )
     reports_dir: Path = Field(
         Path("reports"), description="Where HTML/JSON reports and the index go."

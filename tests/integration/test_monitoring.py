@@ -113,7 +113,16 @@ def test_same_distribution_is_not_drift(
     assert done.stdout.startswith("no drift: ")
     (folder,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["schema_version"] == 1 and summary["dataset_drift"] is False
+    assert summary["schema_version"] == 2 and summary["dataset_drift"] is False
+    assert {k: v["detected"] for k, v in summary["verdicts"].items()} == {
+        "data_drift": False, "prediction_drift": False, "quality": False,
+    }  # fmt: skip
+    quality = summary["quality"]
+    low, high = quality["estimated_accuracy_interval"]
+    assert low < quality["estimated_accuracy"] < high and quality["reference_accuracy"] > 0.6
+    # 60 labels measure the accuracy, within the interval CBPE gave for the 400 predictions
+    assert quality["measured_accuracy"] == quality["current_accuracy"]
+    assert low - 0.1 < quality["measured_accuracy"] < high + 0.1
     assert summary["counts"] == {
         "reference": 600,
         "current": 400,
@@ -133,6 +142,8 @@ def test_same_distribution_is_not_drift(
     assert {"method", "score", "threshold", "drifted"} == set(summary["columns"]["text"])
     run = mlflow.MlflowClient(registry.tracking_uri).get_run(summary["mlflow_run_id"])
     assert run.data.metrics["dataset_drift"] == 0 and run.data.metrics["current_rows"] == 400
+    assert run.data.metrics["prediction_drift"] == 0 and run.data.metrics["quality_degraded"] == 0
+    assert run.data.metrics["estimated_accuracy"] == quality["estimated_accuracy"]
     index = (tmp_path / "reports" / "index.html").read_text()
     assert f"{folder.name}/report.html" in index and "no drift" in index
 
@@ -140,12 +151,14 @@ def test_same_distribution_is_not_drift(
 def test_product_reviews_are_drift(
     registry: Registry, product_traffic: str, tmp_path: Path
 ) -> None:
-    done = monitor(registry, product_traffic, tmp_path / "reports", "--fail-on-drift")
+    done = monitor(
+        registry, product_traffic, tmp_path / "reports", "--fail-on-drift", "--fail-on", "data"
+    )
     assert done.returncode == 3, done.stderr[-3000:]
-    assert done.stdout.startswith("DRIFT: ")
+    assert done.stdout.startswith("DRIFT: data drift: YES (")
     (folder,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["dataset_drift"] is True
+    assert summary["dataset_drift"] is True and summary["verdicts"]["data_drift"]["detected"]
     assert summary["columns"]["text"]["drifted"] and summary["columns"]["text_length"]["drifted"]
     page = (folder / "report.html").read_text()
     assert (
@@ -204,17 +217,74 @@ def test_drift_figures_reach_prometheus(
         )
         assert done.returncode == 0, done.stderr[-3000:]
         exported = httpx.get(f"{gateway}/metrics").text
-    samples = [line for line in exported.splitlines() if line.startswith("emotitrack_drift")]
-    # the Pushgateway adds its own labels (job, instance): match on name, our labels and value
-    assert any(
-        line.startswith("emotitrack_drift_detected{") and line.endswith(" 1") for line in samples
-    ), exported
-    assert any(
-        line.startswith("emotitrack_drift_column_drifted{")
-        and 'column="text"' in line
-        and line.endswith(" 1")
+    samples = [line for line in exported.splitlines() if line.startswith("emotitrack_")]
+    # every series says which model it is about (docs/monitoring.md, the metric contract)
+    assert samples and all(
+        'model_name="emotitrack-sentiment"' in line and 'model_version="1"' in line
         for line in samples
+    ), exported
+    names = {line.split("{")[0] for line in samples}
+    assert {
+        "emotitrack_data_drift_detected", "emotitrack_prediction_drift_detected",
+        "emotitrack_quality_degraded", "emotitrack_drift_share_ratio",
+        "emotitrack_drift_column_p_value", "emotitrack_drift_column_distance",
+        "emotitrack_drift_column_threshold", "emotitrack_drift_column_drifted",
+        "emotitrack_estimated_accuracy_ratio", "emotitrack_estimated_accuracy_lower_ratio",
+        "emotitrack_reference_accuracy_ratio", "emotitrack_prediction_label_share_ratio",
+        "emotitrack_mean_confidence_ratio", "emotitrack_monitoring_window_rows",
+        "emotitrack_monitoring_last_run_timestamp_seconds",
+    } == names  # no feedback here: no measured accuracy series  # fmt: skip
+
+    def value(name: str, *labels: str) -> float:
+        (line,) = [
+            x for x in samples if x.startswith(f"{name}{{") and all(lb in x for lb in labels)
+        ]
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value("emotitrack_data_drift_detected") == 1
+    assert value("emotitrack_drift_column_drifted", 'column="text"') == 1
+    # the text test is a classifier score (drift when large), never a p-value
+    assert value("emotitrack_drift_column_distance", 'column="text"') >= value(
+        "emotitrack_drift_column_threshold", 'column="text"'
     )
+    assert value("emotitrack_monitoring_window_rows") == 400
+
+
+@pytest.fixture(scope="module")
+def negative_traffic(registry: Registry, shared_data: Path, imdb_sample: Path) -> str:
+    """IMDB reviews, 90 % of them negative: a label-prior shift, the texts still reviews."""
+    seen = set(pd.read_parquet(imdb_sample / "test.parquet")["text"])
+    test = pd.read_parquet(shared_data / "imdb" / "test.parquet")
+    fresh = test[~test["text"].isin(seen)]
+    texts = pd.concat(
+        [
+            fresh[fresh["label"] == "negative"].sample(360, random_state=5),
+            fresh[fresh["label"] == "positive"].sample(40, random_state=5),
+        ]
+    ).sample(frac=1, random_state=5)
+    return traffic(registry, "negative-traffic", texts["text"].tolist())
+
+
+def test_a_label_prior_shift_is_prediction_drift(
+    registry: Registry, negative_traffic: str, tmp_path: Path
+) -> None:
+    """Issue 18: most traffic suddenly called negative must be a verdict of its own, whatever
+    the share of drifted columns, and fail the run when `--fail-on` counts it."""
+    done = monitor(
+        registry,
+        negative_traffic,
+        tmp_path / "reports",
+        "--fail-on-drift",
+        "--fail-on",
+        "prediction",
+    )
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "prediction drift: YES (label shares moved" in done.stdout
+    summary = only_report(tmp_path / "reports")
+    prediction = summary["verdicts"]["prediction_drift"]
+    assert prediction["detected"] and prediction["label_shares_drifted"]
+    assert prediction["label_share_change"] > 0.25
+    assert summary["predictions"]["current_label_shares"]["negative"] > 0.75
 
 
 def test_retrain_on_drift_trains_and_promotes_through_the_gate(
@@ -325,14 +395,21 @@ def test_mlflow_run_monitor_reports_into_the_run_it_started(
         "monitoring-mlproject", artifact_location=(tmp_path / "artifacts").as_uri()
     )
     # fail_on_drift: MLproject passes its default, "false": drift, yet the run succeeds
-    done = mlflow_run_monitor(registry, product_traffic, "-P", f"reports_dir={tmp_path / 'a'}")
+    done = mlflow_run_monitor(
+        registry,
+        product_traffic,
+        "-P", f"reports_dir={tmp_path / 'a'}", "-P", "last=300",
+    )  # fmt: skip
     assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     summary = only_report(tmp_path / "a")
-    assert summary["dataset_drift"] is True
+    assert summary["dataset_drift"] is True and summary["verdicts"]["data_drift"]["detected"]
+    # the window chosen by records: the last 300 predictions, not the last 24 hours
+    assert summary["window"]["last_records"] == 300 and summary["counts"]["current"] == 300
     (run,) = client.search_runs([experiment])
     assert run.info.run_id == summary["mlflow_run_id"] and run.info.status == "FINISHED"
     assert run.data.tags["mlflow.project.entryPoint"] == "monitor"
     assert run.data.metrics["dataset_drift"] == 1 and run.data.params["fail_on_drift"] == "false"
+    assert run.data.metrics["data_drift"] == 1 and run.data.params["last"] == "300"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "drift")] == [
         "drift/report.html",
         "drift/summary.json",
