@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+ALERTS = PROMETHEUS_DIR / "alerts.yml"
+ALERTMANAGER_DIR = REPO / "deploy" / "alertmanager"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "emotitrack.json"
 DATASOURCES = REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 
@@ -94,6 +97,9 @@ def test_compose_file_is_valid_and_keeps_secrets_out(tmp_path: Path) -> None:
         "grafana",
         "train",
         "monitor",
+        "lb",
+        "alertmanager",
+        "reports",
     } <= set(services)
     assert (
         services["api"]["environment"]["EMOTITRACK_MODEL_URI"]
@@ -188,8 +194,104 @@ def test_every_volume_our_image_mounts_is_writable_by_its_user() -> None:
                 assert volume["target"] in owned, (name, volume["target"])
 
 
+def test_compose_scales_the_api_behind_the_load_balancer() -> None:
+    services = compose_config(REPO / ".env.example")["services"]
+    api, lb = services["api"], services["lb"]
+    # `docker compose up --scale api=3` needs an api with no host port and no fixed name
+    assert "ports" not in api and "container_name" not in api
+    assert [p["published"] for p in lb["ports"]] == ["8000"] and lb["image"].startswith("haproxy:")
+    mounts = {v["target"]: v for v in lb["volumes"]}
+    config = mounts["/usr/local/etc/haproxy/haproxy.cfg"]
+    assert config["source"] == str(REPO / "deploy/haproxy/haproxy.cfg") and config["read_only"]
+    assert "api" in lb["depends_on"]
+    # Prometheus finds every replica through Docker's DNS, not one static target
+    prometheus = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "emotitrack-api")
+    assert "static_configs" not in job
+    assert job["dns_sd_configs"] == [
+        {"names": ["api"], "type": "A", "port": 8000, "refresh_interval": "15s"}
+    ]
+
+
+def test_compose_delivers_alerts_and_serves_the_reports() -> None:
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    services = compose_config(REPO / ".env.example")["services"]
+    manager = services["alertmanager"]
+    assert manager["environment"]["ALERTMANAGER_WEBHOOK_URL"] == example["ALERTMANAGER_WEBHOOK_URL"]
+    assert manager["entrypoint"] == ["/bin/sh", "/etc/alertmanager/entrypoint.sh"]
+    assert "--cluster.listen-address=" in manager["command"]
+    assert manager["environment"]["ALERTMANAGER_CONFIG"].startswith(tuple(manager["tmpfs"]))
+    mounts = {v["target"]: v for v in manager["volumes"]}
+    for name in ("alertmanager.yml", "entrypoint.sh"):
+        mount = mounts[f"/etc/alertmanager/{name}"]
+        assert mount["source"] == str(REPO / "deploy/alertmanager" / name) and mount["read_only"]
+    assert "alertmanager" in services["prometheus"]["depends_on"]
+    prometheus = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    targets = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]
+    # the drift alerts link to the report index the `reports` service publishes
+    reports = services["reports"]
+    assert reports["read_only"] is True
+    served = {v["target"]: v for v in reports["volumes"]}["/usr/share/nginx/html"]
+    assert served["source"] == "reports" and served["read_only"] is True
+    assert services["monitor"]["environment"]["EMOTITRACK_REPORTS_DIR"] == "/reports"
+    monitor_mounts = {v["target"]: v["source"] for v in services["monitor"]["volumes"]}
+    assert monitor_mounts["/reports"] == "reports"
+    (port,) = reports["ports"]
+    index = f"http://{port['host_ip']}:{port['published']}/index.html"
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    rules = {rule["alert"]: rule for group in groups for rule in group["rules"]}
+    for name in ("EmotiTrackDataDrift", "EmotiTrackPredictionDrift", "EmotiTrackQualityDegraded"):
+        assert rules[name]["annotations"]["report_index"] == index, name
+
+
+def render_alertmanager_config(tmp_path: Path, url: str | None) -> subprocess.CompletedProcess[str]:
+    """The compose entrypoint rendering the config, with `true` instead of Alertmanager."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "ALERTMANAGER_BIN": "true",
+        "ALERTMANAGER_TEMPLATE": str(ALERTMANAGER_DIR / "alertmanager.yml"),
+        "ALERTMANAGER_CONFIG": str(tmp_path / "alertmanager.yml"),
+        **({"ALERTMANAGER_WEBHOOK_URL": url} if url is not None else {}),
+    }
+    return subprocess.run(
+        ["sh", str(ALERTMANAGER_DIR / "entrypoint.sh")],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_alertmanager_config_renders_from_the_environment_and_passes_amtool(
+    tmp_path: Path,
+) -> None:
+    run(tool("shellcheck"), str(ALERTMANAGER_DIR / "entrypoint.sh"))
+    url = "https://hooks.example.com/services/T0/B0?token=a&b=c|d"  # & and | copied verbatim
+    assert render_alertmanager_config(tmp_path, url).returncode == 0
+    rendered = tmp_path / "alertmanager.yml"
+    run(tool("amtool"), "check-config", str(rendered))
+    config = yaml.safe_load(rendered.read_text())
+    receivers = {r["name"]: r for r in config["receivers"]}
+    (webhook,) = receivers[config["route"]["receiver"]]["webhook_configs"]
+    assert webhook == {"url": url, "send_resolved": True}
+    # every severity the rules use has its own route
+    severities = {r["labels"]["severity"] for g in yaml.safe_load(ALERTS.read_text())["groups"]
+                  for r in g["rules"]}  # fmt: skip
+    routed = {m.split("=")[1].strip('"') for r in config["route"]["routes"] for m in r["matchers"]}
+    assert severities == routed == {"page", "ticket"}
+    for bad in (None, "", "hooks.example.com/no-scheme", 'https://x/"; rm -rf /'):
+        refused = render_alertmanager_config(tmp_path, bad)
+        assert refused.returncode == 2 and "ALERTMANAGER_WEBHOOK_URL" in refused.stderr, bad
+
+
 def test_compose_refuses_to_start_without_the_mlflow_credentials(tmp_path: Path) -> None:
-    for missing in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+    for missing in (
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "ALERTMANAGER_WEBHOOK_URL",
+    ):
         env_file = tmp_path / f"without-{missing}.env"
         env_file.write_text(
             "\n".join(
@@ -264,7 +366,23 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def test_dashboard_parses_and_uses_the_provisioned_data_source() -> None:
     queries = dashboard_queries()
     titles = {title for title, _ in queries}
-    assert len(titles) == 9 and len(queries) >= 15
+    assert len(titles) == 16 and len(queries) >= 35
+    # the trends an on-call engineer reads over time: time series with their alert thresholds
+    panels = {p["title"]: p for p in json.loads(DASHBOARD.read_text())["panels"]}
+    for title, threshold in {
+        "Monitoring verdicts": 1,
+        "Drift share": 0.4,
+        "Mean confidence vs alert minimum": 0.7,
+        "Accuracy: estimated vs measured": 0.8,
+    }.items():
+        panel = panels[title]
+        defaults = panel["fieldConfig"]["defaults"]
+        assert panel["type"] == "timeseries", title
+        assert threshold in [step["value"] for step in defaults["thresholds"]["steps"]], title
+        assert defaults["custom"]["thresholdsStyle"]["mode"] != "off", title
+    replicas = [t["expr"] for t in panels["Requests per replica"]["targets"]]
+    assert any("by (instance)" in expr for expr in replicas)  # each replica
+    assert any(expr.startswith("sum(rate(") for expr in replicas)  # and their sum
 
 
 @pytest.fixture(scope="module")
@@ -300,19 +418,22 @@ def test_procfile_runs_under_honcho(registry: Registry, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def live_prometheus(
     registry: Registry, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, ApiServer]]:
-    """The API with some traffic, and a real Prometheus scraping it every second."""
+) -> Iterator[tuple[str, ApiServer, ApiServer]]:
+    """Two API replicas, and a real Prometheus scraping both every second (compose finds them
+    through Docker's DNS; here they are listed)."""
     work = tmp_path_factory.mktemp("prometheus")
-    api = start_api(registry.tracking_uri, work)
+    replicas = [
+        start_api(registry.tracking_uri, tmp_path_factory.mktemp(f"replica-{name}"))
+        for name in ("a", "b")
+    ]
     port = free_port()
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
+    config.pop("alerting")  # delivery has its own test (test_alert_delivery.py)
+    targets = [api.url.removeprefix("http://") for api in replicas]
     config["scrape_configs"] = [
-        {
-            "job_name": "emotitrack-api",
-            "static_configs": [{"targets": [api.url.removeprefix("http://")]}],
-        }
+        {"job_name": "emotitrack-api", "static_configs": [{"targets": targets}]}
     ]
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = work / "prometheus.log"
@@ -324,15 +445,17 @@ def live_prometheus(
         )  # fmt: skip
         try:
             wait_for_http(f"http://127.0.0.1:{port}/-/ready", prometheus, timeout=60, log=log)
-            yield f"http://127.0.0.1:{port}", api
+            yield f"http://127.0.0.1:{port}", replicas[0], replicas[1]
         finally:
             prometheus.terminate()
             prometheus.wait(timeout=30)
-            api.terminate()
+            for api in replicas:
+                api.terminate()
 
 
-def query(prometheus: str, expr: str) -> list[dict[str, object]]:
-    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+def query(prometheus: str, expr: str, at: float | None = None) -> list[dict[str, object]]:
+    params = {"query": expr, **({"time": str(at)} if at is not None else {})}
+    answer = httpx.get(f"{prometheus}/api/v1/query", params=params, timeout=10).json()
     assert answer["status"] == "success", (expr, answer)
     result: list[dict[str, object]] = answer["data"]["result"]
     return result
@@ -349,26 +472,61 @@ def wait_for_value(prometheus: str, expr: str, expected: float, timeout: float =
 
 
 def test_prometheus_scrapes_the_api_and_counts_predictions(
-    live_prometheus: tuple[str, ApiServer],
+    live_prometheus: tuple[str, ApiServer, ApiServer],
 ) -> None:
-    prometheus, api = live_prometheus
-    wait_for_value(prometheus, 'up{job="emotitrack-api"}', 1)
+    prometheus, api, _ = live_prometheus
+    wait_for_value(prometheus, 'count(up{job="emotitrack-api"} == 1)', 2)
     texts = ["Great film.", "Awful film.", "Loved it.", "Hated it.", "Superb cast."]
     assert httpx.post(f"{api.url}/predict/batch", json={"texts": texts}).status_code == 200
     wait_for_value(prometheus, "sum(emotitrack_predictions_total)", 5)
     wait_for_value(prometheus, "min(emotitrack_model_loaded)", 1)
 
 
-def test_every_dashboard_and_alert_query_runs(live_prometheus: tuple[str, ApiServer]) -> None:
-    prometheus, _ = live_prometheus
-    alerts = [
-        r["expr"]
-        for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
-        for r in g["rules"]
-    ]
-    for _title, expr in dashboard_queries():
-        query(prometheus, expr)
+def test_every_dashboard_and_alert_query_runs(
+    live_prometheus: tuple[str, ApiServer, ApiServer],
+) -> None:
+    """Every query parses; each one over series the live API exports also returns data. Series
+    only the monitoring job pushes (through the Pushgateway) are absent here: those parse."""
+    prometheus, api, _ = live_prometheus
+    assert httpx.post(f"{api.url}/predict/batch", json={"texts": ["Fine.", "Dull."]}).is_success
+    assert httpx.post(f"{api.url}/predict", json={}).status_code == 422  # a 4xx to show
+    # a rate needs two scrapes of the series: wait for it, not for the first sample
+    wait_for_value(prometheus, 'count(rate(emotitrack_http_requests_total{status="422"}[5m]))', 1)
+    names = set(httpx.get(f"{prometheus}/api/v1/label/__name__/values").json()["data"])
+    for title, expr in dashboard_queries():
+        result = query(prometheus, expr)
+        used = set(re.findall(r"\b(?:emotitrack|process|haproxy)_[a-z0-9_]+|\bup\b", expr))
+        if used <= names and '"5.."' not in expr:  # no request failed with a 5xx here
+            assert result, f"{title}: {expr} returned nothing although the API exports {used}"
+    alerts = [r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
     for expr in alerts:
         query(prometheus, expr)
     loaded_rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"][0]["rules"]
     assert len(loaded_rules) == len(alerts) and all(r["health"] != "err" for r in loaded_rules)
+
+
+def dashboard_panel(title: str) -> dict[str, str]:
+    """{legend: query} of one panel."""
+    panel = next(p for p in json.loads(DASHBOARD.read_text())["panels"] if p["title"] == title)
+    return {target["legendFormat"]: target["expr"] for target in panel["targets"]}
+
+
+def test_the_replica_panels_count_each_replica_and_their_sum(
+    live_prometheus: tuple[str, ApiServer, ApiServer], registry: Registry
+) -> None:
+    prometheus, first, second = live_prometheus
+    for api, texts in ((first, ["Fine."] * 3), (second, ["Dull."] * 5)):
+        assert httpx.post(f"{api.url}/predict/batch", json={"texts": texts}).is_success
+    requests = dashboard_panel("Requests per replica")
+    wait_for_value(prometheus, requests["replicas up"], 2)
+    at = time.time()  # both queries at one instant: each scrape moves the rates
+    per_replica = query(prometheus, requests["{{instance}}"], at)
+    instances = {api.url.removeprefix("http://") for api in (first, second)}
+    assert {r["metric"]["instance"] for r in per_replica} == instances  # type: ignore[index]
+    total = float(query(prometheus, requests["all replicas"], at)[0]["value"][1])  # type: ignore[index]
+    assert total == pytest.approx(sum(float(r["value"][1]) for r in per_replica))  # type: ignore[index]
+    # the versions panel counts replicas (not worker processes) per version served
+    versions_panel = dashboard_panel("Model versions served (replicas per version)")
+    versions = query(prometheus, versions_panel["{{model_name}} v{{version}}"])
+    served = [(r["metric"]["version"], r["value"][1]) for r in versions]  # type: ignore[index]
+    assert served == [(registry.first.version, "2")]
