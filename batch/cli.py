@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from batch.settings import BatchSettings
 from emotitrack.core.options import EXIT_BAD_INPUT, parse_int, report_invalid_settings
 
+BATCH_ID_MAX_CHARS = 64  # the prediction log's batch_id column
 # settings field -> the option that sets it, to name the option in an error
 OPTION_OF = {
     "model_uri": "--model-uri",
@@ -76,6 +77,17 @@ def add_score_options(parser: argparse.ArgumentParser, settings: BatchSettings) 
     parser.add_argument(
         "--spark-master", default=settings.spark_master, help="Spark master or sc:// URL"
     )
+    parser.add_argument(
+        "--log-predictions",
+        action="store_true",
+        help="also store the scored rows in the prediction log (EMOTITRACK_PREDICTION_LOG_URL) "
+        "with source 'batch', for `emotitrack monitor --batch-id`",
+    )
+    parser.add_argument(
+        "--batch-id",
+        help="id of the rows in the prediction log (default: batch-<UTC time>-<random>); "
+        "re-using an id stores each row once",
+    )
 
 
 def score_command(args: argparse.Namespace) -> int:
@@ -90,13 +102,25 @@ def score_command(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _fail(_invalid_options(exc))
     output: Path = args.output
-    problem = _output_problem(output, args.engine) or _engine_problem(args.engine)
+    problem = (
+        _output_problem(output, args.engine)
+        or _engine_problem(args.engine)
+        or _batch_id_problem(args.batch_id, args.log_predictions)
+    )
     if problem:
         return _fail(problem)
     try:
         source = open_input(args.input, settings.text_column)
     except BadInput as exc:
         return _fail(str(exc))
+    log = None
+    if args.log_predictions:
+        from batch.prediction_log import LogUnavailable, open_log
+
+        try:
+            log = open_log(settings.prediction_log_url)
+        except LogUnavailable as exc:
+            return _fail(str(exc))
     with tempfile.TemporaryDirectory(prefix="emotitrack-score-") as workdir:
         try:
             model = pin_model(settings.tracking_uri, settings.model_uri, Path(workdir))
@@ -136,7 +160,22 @@ def score_command(args: argparse.Namespace) -> int:
                 batch_rows=settings.batch_rows,
                 workers=settings.batch_workers or os.cpu_count() or 1,
             )
-    print(summary.line(model))
+        print(summary.line(model))
+        if log is not None:
+            from batch.prediction_log import log_output, new_batch_id
+
+            logged = log_output(
+                output,
+                model,
+                engine=log,
+                batch_id=args.batch_id or new_batch_id(),
+                text_column=renamed.get(settings.text_column, settings.text_column),
+                store_text=settings.store_text,
+            )
+            print(
+                f"prediction log: {logged.rows} predictions stored in {logged.store} as batch "
+                f"{logged.batch_id} (emotitrack monitor --batch-id {logged.batch_id})"
+            )
     return 0
 
 
@@ -148,6 +187,16 @@ def _engine_problem(engine: str) -> str | None:
         return "the Spark engine needs pyspark: pip install 'emotitrack[spark]'"
     if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
         return "the Spark engine needs Java 17 or newer (Debian: openjdk-17-jre-headless)"
+    return None
+
+
+def _batch_id_problem(batch_id: str | None, log_predictions: bool) -> str | None:
+    if batch_id is None:
+        return None
+    if not log_predictions:
+        return "--batch-id names rows in the prediction log: add --log-predictions"
+    if not 0 < len(batch_id) <= BATCH_ID_MAX_CHARS or not batch_id.isprintable():
+        return f"--batch-id {batch_id!r}: give 1 to {BATCH_ID_MAX_CHARS} printable characters"
     return None
 
 

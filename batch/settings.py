@@ -29,6 +29,16 @@ class BatchSettings(BaseSettings):
         4_096, gt=0, description="Most rows read, scored and written as one record batch."
     )
     max_text_chars: int = Field(20_000, gt=0, description="Longest text accepted.")
+    prediction_log_url: str = Field(
+        "sqlite:///predictions.db",
+        description="Prediction log that `emotitrack score --log-predictions` writes the scored "
+        "rows to (SQLAlchemy URL; the one the API writes and monitoring reads).",
+    )
+    store_text: bool = Field(
+        True,
+        description="Keep the raw text in the prediction log. False: only its SHA-256 and its "
+        "descriptors (length, word count, out-of-vocabulary share, non-letter share).",
+    )
     spark_master: str = Field(
         "local[*]",
         description="Spark master of `emotitrack score --engine spark` (`local[*]`, "

@@ -3,6 +3,7 @@ model registered by the real training code, checked against in-process pyfunc an
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emotitrack.core.prediction_log import PredictionReader
 from harness.registries import Registry, make_registry
-from harness.servers import start_api
+from harness.servers import postgres_cluster, start_api
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -175,3 +177,84 @@ def test_spark_engine_answers_as_the_local_engine(
         assert spark[column].fillna("<null>").tolist() == local[column].fillna("<null>").tolist()
     columns = ["confidence", "prob_negative", "prob_positive"]
     np.testing.assert_allclose(spark[columns], local[columns], rtol=0, atol=1e-6)
+
+
+def test_scored_rows_go_to_the_prediction_log_once_per_batch_id_and_monitoring_reads_them(
+    registry: Registry, lake: Path, tmp_path: Path
+) -> None:
+    with postgres_cluster() as cluster:
+        # PostgreSQL: its key (request_id, created_at) is what a re-run must repeat exactly
+        store = cluster.url.replace("postgresql://", "postgresql+psycopg://")
+        check_batch_log_and_monitor(registry, lake, tmp_path, store)
+
+
+def check_batch_log_and_monitor(registry: Registry, lake: Path, tmp_path: Path, store: str) -> None:
+    out = tmp_path / "scored.parquet"
+    args = [str(lake), str(out), "--log-predictions", "--batch-id", "lake-2026-12"]
+    for _ in range(2):  # a re-run of the same batch id stores nothing twice
+        done = score_logged(registry, store, *args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert "predictions stored" in done.stdout and "as batch lake-2026-12" in done.stdout
+    # another batch in the same log, which the report on the first must leave out
+    other = score_logged(registry, store, *args[:3], "--batch-id", "other", cwd=tmp_path)
+    assert other.returncode == 0, other.stderr[-4000:]
+    scored = pd.read_parquet(out)
+    logged = PredictionReader(store).read(batch_id="lake-2026-12")
+    good = scored[scored["error"].isna()]
+    assert len(logged) == len(good) == len(scored) - len(BAD_TEXTS)
+    assert set(logged["source"]) == {"batch"} and set(logged["endpoint"]) == {"batch"}
+    assert set(logged["model_version"]) == {"1"}
+    assert sorted(logged["text"]) == sorted(good["text"])
+    by_text = dict(zip(good["text"], good["label"], strict=True))
+    assert all(
+        by_text[t] == label for t, label in zip(logged["text"], logged["label"], strict=True)
+    )
+    assert logged["text_length"].notna().all()  # descriptors, for the drift report
+    assert PredictionReader(store).read(source="api").empty
+
+    reports = tmp_path / "reports"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.tracking_uri,
+           "EMOTITRACK_PREDICTION_LOG_URL": store}  # fmt: skip
+    monitor = subprocess.run(
+        [sys.executable, "-m", "emotitrack", "monitor", "--batch-id", "lake-2026-12",
+         "--reports-dir", str(reports)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert monitor.returncode == 0, monitor.stderr[-4000:]
+    (summary_file,) = reports.glob("*/summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["window"]["batch_id"] == "lake-2026-12"
+    assert summary["counts"]["current"] == len(good)
+    shares = good["label"].value_counts(normalize=True)
+    assert summary["predictions"]["current_label_shares"] == pytest.approx(
+        shares.to_dict(), abs=1e-4
+    )
+
+
+def test_an_unreachable_prediction_log_stops_before_scoring(
+    registry: Registry, lake: Path, tmp_path: Path
+) -> None:
+    store = "postgresql+psycopg://nobody@127.0.0.1:9/none"  # nothing listens on port 9
+    done = score_logged(
+        registry, store, str(lake), str(tmp_path / "out.parquet"), "--log-predictions",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot open the prediction log postgresql+psycopg://nobody@127.0.0.1:9/none" in (
+        done.stderr
+    )
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def score_logged(
+    registry: Registry, store: str, *args: str, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "EMOTITRACK_PREDICTION_LOG_URL": store,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "emotitrack", "score", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
