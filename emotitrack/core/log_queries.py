@@ -278,7 +278,7 @@ def _prune_partitions(engine: sa.Engine, cutoff: datetime) -> PruneResult:
                 conn.execute(sa.text(f"DROP TABLE {name}"))
                 dropped.append(name)
         deleted = conn.execute(
-            sa.text(f"DELETE FROM {partitions.DEFAULT_PARTITION} WHERE created_at < :cutoff"),  # noqa: S608
+            sa.text(f"DELETE FROM {partitions.DEFAULT_PARTITION} WHERE created_at < :cutoff"),  # noqa: S608  # nosec B608
             {"cutoff": cutoff},
         ).rowcount
         feedback = conn.execute(_stale_feedback(cutoff)).rowcount

@@ -83,7 +83,7 @@ def _create(conn: sa.Connection, day: date) -> None:
     conn.execute(sa.text(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS)"))
     conn.execute(
         sa.text(
-            f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} "  # noqa: S608 (our names)
+            f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} "  # noqa: S608  # nosec B608 - our names
             "WHERE created_at >= :lo AND created_at < :hi RETURNING *) "
             f"INSERT INTO {name} SELECT * FROM moved"
         ),

@@ -102,7 +102,7 @@ def _partition_postgres() -> None:
     ).scalars()
     partitions.ensure_days(bind, days)
     partitions.ensure_ahead(bind, datetime.now(UTC).date())
-    copy = f"INSERT INTO predictions ({COLUMNS_V1}) SELECT {COLUMNS_V1} FROM predictions_v1"  # noqa: S608
+    copy = f"INSERT INTO predictions ({COLUMNS_V1}) SELECT {COLUMNS_V1} FROM predictions_v1"  # noqa: S608  # nosec B608
     op.execute(copy)
     op.execute("DROP TABLE predictions_v1")
     op.execute("ANALYZE predictions")
@@ -140,7 +140,7 @@ def _unpartition_postgres() -> None:
         )"""
     )
     copy = (
-        f"INSERT INTO predictions_v1 ({COLUMNS_V1}) SELECT {COLUMNS_V1} FROM predictions "  # noqa: S608
+        f"INSERT INTO predictions_v1 ({COLUMNS_V1}) SELECT {COLUMNS_V1} FROM predictions "  # noqa: S608  # nosec B608
         "ON CONFLICT (request_id) DO NOTHING"
     )
     op.execute(copy)
