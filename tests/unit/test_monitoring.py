@@ -179,7 +179,7 @@ def test_summary_holds_the_documented_fields_only() -> None:
     documented = {
         "schema_version", "generated_at", "window", "model", "counts", "dataset_drift",
         "drift_share", "drift_share_threshold", "drifted_columns", "columns", "predictions",
-        "quality", "report_html", "mlflow_run_id", "skipped_columns", "verdicts",
+        "quality", "report_html", "mlflow_run_id", "skipped_columns", "verdicts", "shadow",
     }  # fmt: skip
     assert set(a_summary().to_dict()) == documented
 
