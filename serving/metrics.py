@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -129,7 +130,9 @@ def live_workers(directory: str) -> set[int]:
             pids.add(int(match.group(1)))
     dead = {pid for pid in pids if not running(pid)}
     for pid in dead:
-        prometheus_multiprocess.mark_process_dead(pid, directory)
+        # another worker's scrape may sweep the same files at the same moment
+        with suppress(FileNotFoundError):
+            prometheus_multiprocess.mark_process_dead(pid, directory)
     return pids - dead
 
 
@@ -291,6 +294,9 @@ class ShadowMetrics:
     dropped: Counter
     model_info: Gauge
     shown_models: set[ModelLabels] = field(default_factory=set)
+    # the API's emotitrack_prediction_log_queued_total: shadow records go to the same log, and
+    # its counters by fate (written, spilled, ...) count them too
+    log_queued: Counter | None = None
 
     def show_model(self, labels: ModelLabels | None) -> None:
         """One ``emotitrack_shadow_model_info`` series for the shadow model loaded, none else."""
@@ -305,9 +311,12 @@ class ShadowMetrics:
             self.shown_models.add(labels)
 
 
-def build_shadow_metrics(registry: CollectorRegistry) -> ShadowMetrics:
+def build_shadow_metrics(
+    registry: CollectorRegistry, log_queued: Counter | None = None
+) -> ShadowMetrics:
     """The shadow model's metrics, in the API's registry (present, at 0, without a shadow)."""
     return ShadowMetrics(
+        log_queued=log_queued,
         predictions=Counter(
             "emotitrack_shadow_predictions_total",
             "Predictions made by the shadow model off the request path, by its version.",

@@ -67,7 +67,7 @@ class Service:
         # model version -> its describer, loading or loaded (only without stored texts)
         self._describers: dict[str, asyncio.Task[TextDescriber]] = {}
         self._poller: asyncio.Task[None] | None = None
-        self.shadow_metrics = build_shadow_metrics(self.metrics.registry)
+        self.shadow_metrics = build_shadow_metrics(self.metrics.registry, self.metrics.log_queued)
         self.shadow: ShadowScorer | None = None  # a second model, off the request path
         if settings.shadow_model_uri:
             self.shadow = ShadowScorer(settings, self.prediction_log, self.shadow_metrics)

@@ -37,6 +37,9 @@ from serving.settings import ServingSettings
 log = logging.getLogger("emotitrack.serving")
 
 QUEUE_REQUESTS = 256  # requests waiting for the shadow; more are dropped
+# texts waiting: one request may carry a thousand long texts, so requests alone do not bound
+# the memory a lagging shadow holds
+QUEUE_TEXTS = 4_096
 BATCH_TEXTS = 32  # texts per shadow scoring call from the scoring process
 IN_PROCESS_BATCH_TEXTS = 4  # per call in a thread: short GIL holds between event-loop turns
 SHADOW_NICENESS = 10  # added to the shadow's scoring process's niceness
@@ -111,6 +114,7 @@ class ShadowScorer:
         )
         self.queue: asyncio.Queue[ShadowWork] = asyncio.Queue(maxsize=queue_requests)
         self._draw = draw
+        self._queued_texts = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._niced: set[int] = set()
 
@@ -145,11 +149,15 @@ class ShadowScorer:
         sampled, or dropped (queue full)."""
         if not sampled(self.share, self._draw):
             return False
+        if self._queued_texts + len(texts) > QUEUE_TEXTS and not self.queue.empty():
+            self.metrics.dropped.inc(len(texts))
+            return False
         try:
             self.queue.put_nowait(ShadowWork(list(texts), list(records)))
         except asyncio.QueueFull:
             self.metrics.dropped.inc(len(texts))
             return False
+        self._queued_texts += len(texts)
         return True
 
     # -- background --------------------------------------------------------------------------
@@ -167,9 +175,11 @@ class ShadowScorer:
             while size < BATCH_TEXTS and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
                 size += len(batch[-1].texts)
+            self._queued_texts -= size
             try:
                 await self._score(batch)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError:  # shutting down: this batch is dropped, and counted
+                self.metrics.dropped.inc(size)
                 raise
             except Exception:  # a shadow failure never reaches the answers: count, go on
                 log.exception("shadow scoring failed; %d texts dropped", size)
@@ -182,15 +192,17 @@ class ShadowScorer:
             self.metrics.dropped.inc(len(texts))
             return
         started = time.perf_counter()
-        if model.scoring is not None and model.scoring.in_child:
-            self._lower_priority(model.scoring.pid)
-            proba = await asyncio.to_thread(model.score, texts)  # the thread waits on the pipe
-        else:
-            parts = []
-            for first in range(0, len(texts), IN_PROCESS_BATCH_TEXTS):
-                chunk = texts[first : first + IN_PROCESS_BATCH_TEXTS]
-                parts.append(await asyncio.to_thread(model.score, chunk))
-            proba = np.concatenate(parts)
+        parts, first = [], 0
+        while first < len(texts):
+            # Checked per chunk: if the scoring process dies, the rest is scored here, in the
+            # small chunks that keep the GIL short for the event loop.
+            in_child = model.scoring is not None and model.scoring.in_child
+            if in_child and model.scoring is not None:
+                self._lower_priority(model.scoring.pid)
+            size = BATCH_TEXTS if in_child else IN_PROCESS_BATCH_TEXTS
+            parts.append(await asyncio.to_thread(model.score, texts[first : first + size]))
+            first += size
+        proba = np.concatenate(parts)
         latency_ms = (time.perf_counter() - started) * 1000
         now = datetime.now(UTC)
         offset, records = 0, []
@@ -199,11 +211,13 @@ class ShadowScorer:
             offset += len(work.texts)
             records.extend(shadow_records(model, work, rows, latency_ms, now))
         self.prediction_log.submit(records)
+        if self.metrics.log_queued is not None:
+            self.metrics.log_queued.inc(len(records))
         primary_labels = [r.label for work in batch for r in work.records]
         agreements = sum(s.label == p for s, p in zip(records, primary_labels, strict=True))
         self.metrics.predictions.labels(model_version=model.version).inc(len(records))
-        if agreements:
-            self.metrics.agreements.labels(model_version=model.version).inc(agreements)
+        # inc(0) too: a challenger that never agrees must show 0, not no data
+        self.metrics.agreements.labels(model_version=model.version).inc(agreements)
 
     def _lower_priority(self, pid: int | None) -> None:
         """The shadow's scoring process yields the cores to the primary's and the API's."""

@@ -3,6 +3,7 @@ records' ids and the comparison the database computes from them."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from serving.metrics import build_shadow_metrics
 from serving.model_store import LoadedModel
 from serving.prediction_log import PredictionLog
 from serving.settings import ServingSettings
-from serving.shadow import ShadowScorer, ShadowWork, sampled, shadow_records
+from serving.shadow import QUEUE_TEXTS, ShadowScorer, ShadowWork, sampled, shadow_records
 
 CLASSES = ["negative", "positive"]
 
@@ -98,6 +99,64 @@ def test_a_full_queue_drops_the_shadow_work_and_counts_it_without_waiting(
     assert accepted == [True, True, False, False, False]
     assert scorer.queue.qsize() == 2
     assert metrics.dropped._value.get() == 9  # 3 requests of 3 texts
+
+
+def test_the_queue_is_bounded_in_texts_too(tmp_path: Path) -> None:
+    """One request may carry a thousand long texts: a lagging shadow holds a bounded number."""
+    settings = ServingSettings(
+        shadow_model_uri="models:/emotitrack-sentiment@challenger",
+        shadow_share=1.0,
+        tracking_uri="http://127.0.0.1:9",  # never called: nothing to load here
+    )
+    metrics = build_shadow_metrics(CollectorRegistry())
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "spill")
+    scorer = ShadowScorer(settings, log, metrics)
+    big = ["a long review"] * (QUEUE_TEXTS // 2 + 1)
+    offered = [scorer.offer(big, [primary("positive") for _ in big]) for _ in range(3)]
+    assert offered == [True, False, False]  # the second would pass QUEUE_TEXTS
+    assert metrics.dropped._value.get() == 2 * len(big)
+    assert scorer.offer(["short"], [primary("positive")])  # small requests still fit
+
+
+def test_queued_requests_are_scored_in_small_calls_and_logged_per_request(
+    tmp_path: Path,
+) -> None:
+    settings = ServingSettings(
+        shadow_model_uri="models:/emotitrack-sentiment@challenger",
+        shadow_share=1.0,
+        tracking_uri="http://127.0.0.1:9",
+    )
+    registry = CollectorRegistry()
+    metrics = build_shadow_metrics(registry)
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, tmp_path / "spill", flush_interval_s=0.05)
+    log.start()
+    calls: list[int] = []
+
+    def score(texts: list[str]) -> np.ndarray:  # "neg..." texts negative, others positive
+        calls.append(len(texts))
+        negative = np.array([t.startswith("neg") for t in texts], dtype=float)
+        return np.column_stack([negative, 1 - negative])
+
+    scorer = ShadowScorer(settings, log, metrics)
+    scorer.store.current = replace(shadow_model("2"), score=score)
+    works = [
+        ShadowWork(["neg a", "pos b", "neg c"], [primary("negative") for _ in range(3)]),
+        ShadowWork(["pos d"], [primary("negative")]),
+        ShadowWork([f"pos {i}" for i in range(6)], [primary("positive") for _ in range(6)]),
+    ]
+    asyncio.run(scorer._score(works))
+    log.close()
+    assert max(calls) <= 4 and sum(calls) == 10  # no scoring process: chunks of at most 4
+    stored = PredictionReader(url).read(source="shadow").set_index("request_id")
+    for work in works:
+        for text, record in zip(work.texts, work.records, strict=True):
+            row = stored.loc[shadow_request_id(record.request_id)]
+            assert row["label"] == ("negative" if text.startswith("neg") else "positive")
+            assert row["text"] == record.text  # as the primary stored it
+    # agreeing: "neg a", "neg c" and the six "pos" with positive answers
+    assert metrics.agreements.labels(model_version="2")._value.get() == 8
+    assert metrics.predictions.labels(model_version="2")._value.get() == 10
 
 
 def test_unsampled_requests_are_neither_queued_nor_counted_as_dropped(tmp_path: Path) -> None:
