@@ -8,7 +8,6 @@ gate; 4 tracking server or registry unreachable.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -141,7 +140,7 @@ def add_commands(commands: argparse._SubParsersAction, settings: TrainingSetting
     )
     promote.add_argument(
         "--prediction-log-url",
-        default=os.environ.get("EMOTITRACK_PREDICTION_LOG_URL", "sqlite:///predictions.db"),
+        default=argparse.SUPPRESS,  # none shown by --help: the setting's URL may hold a password
         help="prediction log the shadow gate reads (default: EMOTITRACK_PREDICTION_LOG_URL)",
     )
     promote.add_argument(
@@ -404,7 +403,7 @@ def _promote(args: argparse.Namespace, settings: TrainingSettings) -> int:
         gate=args.gate,
         reason=args.reason,
         evidence=args.gate_evidence,
-        prediction_log_url=args.prediction_log_url,
+        prediction_log_url=getattr(args, "prediction_log_url", run_settings.prediction_log_url),
         **shadow_options,
     )
     gate = f" ({done.gate.summary()})" if done.gate else ""

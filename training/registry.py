@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -266,7 +267,13 @@ def evaluate_shadow_gate(
     the challenger scored in shadow, where feedback gave the true label: the same requests,
     the same labels, counted by the database. Feedback measures accuracy only, whatever
     metric the validation gate uses."""
-    engine = create_store_engine(prediction_log_url)
+    try:
+        engine = create_store_engine(prediction_log_url)
+    except (sa.exc.ArgumentError, ImportError) as exc:  # not echoed: it may hold a password
+        raise PromotionError(
+            "the prediction log URL is not a SQLAlchemy database URL with an installed driver "
+            f"({type(exc).__name__})"
+        ) from exc
     try:
         pairs = compare(
             engine,

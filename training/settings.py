@@ -52,6 +52,11 @@ class TrainingSettings(BaseSettings):
     test_fraction: float = Field(
         0.2, gt=0, lt=0.5, description="Share held out as test when the data has no test split."
     )
+    prediction_log_url: str | None = Field(
+        None,
+        description="Prediction log the shadow promotion gate reads (`promote --gate "
+        "--gate-evidence shadow`); unset: that gate refuses to run.",
+    )
     reference_size: int = Field(
         5000, ge=10, description="Held-out rows saved as the monitoring reference sample."
     )
