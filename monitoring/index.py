@@ -123,6 +123,9 @@ def format_window(window: Any) -> str:
     summary gives it)."""
     if not isinstance(window, dict):
         return NA
+    batch = window.get("batch_id")
+    if isinstance(batch, str) and batch:
+        return f"batch {batch}"
     start = _time(window.get("start")) or _time(window.get("first_record"))
     end = _time(window.get("end"))
     records = window.get("last_records")

@@ -74,6 +74,11 @@ class Window:
             "batch_id": self.batch_id,
         }
 
+    @property
+    def live(self) -> bool:
+        """The served traffic, which the alerts watch (not a batch checked before use)."""
+        return self.batch_id is None and self.source in (None, "api")
+
 
 def run_monitoring(
     settings: MonitoringSettings,
@@ -121,7 +126,7 @@ def run_monitoring(
             report_reference, report_current, settings.drift_share, with_text=with_text
         )
     summary = _summarise(snapshot, reference, current, data.aggregates, ref, window, settings)
-    if window.batch_id is None and window.source in (None, "api"):  # no shadow scores batches
+    if window.live and window.last is None:  # a shadow scores live traffic; --last has no since
         with step("comparing the shadow model's answers with those given"):
             summary.shadow = _shadow(settings, window, None if all_versions else ref.version)
     if not with_text:
@@ -146,7 +151,8 @@ def run_monitoring(
         failures.append(f"logging to MLflow at {settings.tracking_uri} failed ({_first_line(exc)})")
     (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     write_index(settings.reports_dir)
-    if settings.pushgateway_url:
+    # A batch's figures would overwrite (or clear) the live traffic's alerts: not pushed.
+    if settings.pushgateway_url and window.live:
         try:
             push_to_prometheus(summary, settings.pushgateway_url)
         except OSError as exc:
@@ -309,6 +315,10 @@ def _summarise(
             "current_label_shares": {k: round(v, 4) for k, v in aggregates.label_shares.items()},
             "reference_mean_confidence": float(reference["confidence"].mean()),
             "current_mean_confidence": float(aggregates.mean_confidence or 0.0),
+            "current_confidence_histogram": {
+                "bins": aggregates.bins,
+                "counts": aggregates.confidence_histogram,
+            },
         },
         quality=quality,
         verdicts=judged,
@@ -355,6 +365,8 @@ def _log_to_mlflow(summary: DriftSummary, out: Path, settings: MonitoringSetting
                 "window_start": summary.window["start"],
                 "window_end": summary.window["end"],
                 "last_records": summary.window["last_records"],
+                "source": summary.window.get("source"),
+                "batch_id": summary.window.get("batch_id"),
             }
         )
         metrics = {

@@ -20,7 +20,7 @@ from emotitrack.core.log_queries import (
     window_sample,
 )
 from emotitrack.core.prediction_log import create_store_engine
-from monitoring.estimation import Z95, AccuracyEstimate, Shift
+from monitoring.estimation import Shift
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,6 @@ def load_window(
     finally:
         engine.dispose()
     return WindowData(aggregates, sample, labelled)
-
-
-def estimated_accuracy(aggregates: WindowAggregates, z: float = Z95) -> AccuracyEstimate:
-    """``estimation.estimate_accuracy`` from the database's sums: mean of p, spread from
-    sum p(1 - p)."""
-    if aggregates.rows == 0:
-        raise ValueError("no confidences to estimate accuracy from")
-    accuracy = aggregates.confidence_sum / aggregates.rows
-    spread = z * math.sqrt(max(0.0, aggregates.expected_correct_variance)) / aggregates.rows
-    return AccuracyEstimate(accuracy, max(0.0, accuracy - spread), min(1.0, accuracy + spread))
 
 
 def label_counts_shift(reference: pd.Series, counts: dict[str, int]) -> Shift:

@@ -75,11 +75,6 @@ class WindowAggregates:
         mean = self.confidence_sum / self.rows
         return max(0.0, (self.confidence_sum_squares - self.rows * mean * mean) / (self.rows - 1))
 
-    @property
-    def expected_correct_variance(self) -> float:
-        """sum p(1 - p) over the window: the spread of the CBPE accuracy estimate."""
-        return self.confidence_sum - self.confidence_sum_squares
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "rows": self.rows,
@@ -107,7 +102,11 @@ def _window(conn: sa.Connection, query: WindowQuery) -> sa.Subquery:
         )
     )
     if query.last is not None:
-        select = select.order_by(PREDICTIONS.c.created_at.desc()).limit(query.last)
+        # request_id breaks ties: a batch's rows share one created_at, and every query of the
+        # window must cut the same newest N
+        select = select.order_by(
+            PREDICTIONS.c.created_at.desc(), PREDICTIONS.c.request_id.desc()
+        ).limit(query.last)
     return select.subquery("window")
 
 
@@ -204,7 +203,7 @@ def window_labelled(
     select = (
         sa.select(*window.c, FEEDBACK.c.label.label("true_label"))
         .select_from(window.join(FEEDBACK, FEEDBACK.c.request_id == window.c.request_id))
-        .order_by(window.c.created_at.desc())
+        .order_by(window.c.created_at.desc(), window.c.request_id.desc())
         .limit(limit)
     )
     return records_frame(conn.execute(select).mappings().all()).iloc[::-1].reset_index(drop=True)

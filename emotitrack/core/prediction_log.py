@@ -219,7 +219,9 @@ class PredictionReader:
             source=source,
             batch_id=batch_id,
         )
-        query = query.where(*filters).order_by(PREDICTIONS.c.created_at.desc())
+        query = query.where(*filters).order_by(
+            PREDICTIONS.c.created_at.desc(), PREDICTIONS.c.request_id.desc()
+        )
         if last is not None:
             query = query.limit(last)
         with self.engine.connect() as conn:

@@ -34,11 +34,10 @@ from emotitrack.core.prediction_log import (
     new_request_id,
     prepare_log,
 )
-from monitoring.estimation import confidence_shift, estimate_accuracy, label_share_shift
+from monitoring.estimation import confidence_shift, label_share_shift
 from monitoring.retention import add_prune_command
 from monitoring.window import (
     confidence_moments_shift,
-    estimated_accuracy,
     label_counts_shift,
     load_window,
 )
@@ -137,8 +136,6 @@ def test_aggregates_equal_pandas_over_every_row(
     assert got.feedback_rows == len(labelled)
     assert got.feedback_correct == int((labelled["true_label"] == labelled["label"]).sum())
     # the statistics monitoring takes from them equal those on every row
-    estimate = estimate_accuracy(everything["confidence"].to_numpy())
-    assert estimated_accuracy(got).interval() == pytest.approx(estimate.interval())
     reference = pd.Series(["positive", "negative"] * 50)
     assert label_counts_shift(reference, got.label_counts) == pytest.approx(
         label_share_shift(reference, everything["label"])
@@ -296,9 +293,11 @@ def test_a_log_from_before_migrations_is_detected_and_migrated(log_url: str, sch
     frame = PredictionReader(log_url).read().set_index("request_id")
     assert frame.loc["old-1", "text"] == "an old review" and frame.loc["old-1", "source"] == "api"
     assert frame["source"].tolist() == ["api", "batch"]
-    log_migrations.downgrade(engine, "0001")  # and back: the columns go, the rows stay
+    # and back: the columns go, the API's rows stay; a batch's would pass for served traffic
+    log_migrations.downgrade(engine, "0001")
     columns = {c["name"] for c in sa.inspect(engine).get_columns("predictions")}
-    assert "source" not in columns and len(PredictionReader(log_url).read()) == 2
+    assert "source" not in columns
+    assert PredictionReader(log_url).read()["request_id"].tolist() == ["old-1"]
 
 
 def test_workers_preparing_a_new_log_at_once_migrate_it_once(log_url: str) -> None:

@@ -138,6 +138,7 @@ def points(svg: ET.Element, series: str) -> list[ET.Element]:
             "last 5,000 records (2026-12-01 22:15 → 2026-12-02 10:00 UTC)",
         ),
         ({"end": "2026-12-02T10:00:00+00:00"}, "up to 2026-12-02 10:00 UTC"),
+        ({"end": "2026-12-02T10:00:00+00:00", "batch_id": "reviews-12"}, "batch reviews-12"),
         ({"start": "not a time", "end": None}, "n/a"),
         (None, "n/a"),
     ],

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from emotitrack.core.prediction_log import (
@@ -399,3 +400,19 @@ def test_a_hung_store_makes_records_spill_instead_of_waiting_in_memory(tmp_path:
     assert not log.spill_files()
     frame = PredictionReader(url).read()
     assert sorted(frame["request_id"]) == sorted(r.request_id for r in records)  # once each
+
+
+def test_a_log_from_a_newer_release_is_a_store_error_that_says_so(tmp_path: Path) -> None:
+    """After a rollback the log may carry a revision this code does not know: callers get a
+    SQLAlchemy error (the API marks the store down and spills), not Alembic's own."""
+    from emotitrack.core.log_migrations import VERSION_TABLE, LogSchemaUnknown
+    from emotitrack.core.prediction_log import create_store_engine, prepare_log
+
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    prepare_log(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))  # noqa: S608
+    with pytest.raises(LogSchemaUnknown, match="schema is newer than this release knows"):
+        prepare_log(engine)
+    assert issubclass(LogSchemaUnknown, sa.exc.SQLAlchemyError)
+    engine.dispose()

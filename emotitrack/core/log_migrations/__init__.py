@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
 
 from emotitrack.core.log_migrations import partitions
 
@@ -22,6 +23,11 @@ VERSION_TABLE = "emotitrack_log_version"
 HEAD = "0002"
 # One preparer at a time: API workers starting together would both create the tables.
 LOCK_KEY = 0x656D6F74  # "emot", a pg_advisory_xact_lock key
+
+
+class LogSchemaUnknown(sa.exc.SQLAlchemyError):
+    """The log was migrated by a newer release (a revision this code does not know): a store
+    problem like any other for the callers, which already handle SQLAlchemy's errors."""
 
 
 def current_revision(connection: sa.Connection) -> str | None:
@@ -39,7 +45,13 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         _lock(conn)
         if not up_to_date:
-            command.upgrade(_config(conn), revision)
+            try:
+                command.upgrade(_config(conn), revision)
+            except CommandError as exc:  # e.g. "Can't locate revision '0003'" after a rollback
+                raise LogSchemaUnknown(
+                    f"the prediction log's schema is newer than this release knows ({exc}); "
+                    "run the release that migrated it, or a newer one"
+                ) from exc
         if engine.dialect.name == "postgresql" and current_revision(conn) == HEAD:
             partitions.ensure_ahead(conn)
 

@@ -109,6 +109,9 @@ def _partition_postgres() -> None:
 
 
 def downgrade() -> None:
+    # Revision 1 has no source: batch and shadow rows would read as served traffic to the
+    # release rolled back to, so they go (docs/prediction-log.md#migrations).
+    op.execute("DELETE FROM predictions WHERE source <> 'api'")
     if op.get_bind().dialect.name == "postgresql":
         _unpartition_postgres()
         return
