@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from batch.settings import BatchSettings
 from emotitrack.core.options import EXIT_BAD_INPUT, parse_int, report_invalid_settings
 
+EXIT_NOT_LOGGED = 4  # OUTPUT written, the prediction log failed midway (as monitor's 4)
+
 BATCH_ID_MAX_CHARS = 64  # the prediction log's batch_id column
 # settings field -> the option that sets it, to name the option in an error
 OPTION_OF = {
@@ -162,16 +164,29 @@ def score_command(args: argparse.Namespace) -> int:
             )
         print(summary.line(model))
         if log is not None:
+            import sqlalchemy as sa
+
             from batch.prediction_log import log_output, new_batch_id
 
-            logged = log_output(
-                output,
-                model,
-                engine=log,
-                batch_id=args.batch_id or new_batch_id(),
-                text_column=renamed.get(settings.text_column, settings.text_column),
-                store_text=settings.store_text,
-            )
+            batch_id = args.batch_id or new_batch_id()
+            try:
+                logged = log_output(
+                    output,
+                    model,
+                    engine=log,
+                    batch_id=batch_id,
+                    text_column=renamed.get(settings.text_column, settings.text_column),
+                    store_text=settings.store_text,
+                )
+            except sa.exc.SQLAlchemyError as exc:  # the store went away after it was checked
+                cause = getattr(exc, "orig", None) or exc
+                print(
+                    f"error: {output} is written, but storing it in the prediction log failed "
+                    f"({type(cause).__name__}: {str(cause).strip().splitlines()[0]}); run the "
+                    f"same command with --batch-id {batch_id} to store the rest (none twice)",
+                    file=sys.stderr,
+                )
+                return EXIT_NOT_LOGGED
             print(
                 f"prediction log: {logged.rows} predictions stored in {logged.store} as batch "
                 f"{logged.batch_id} (emotitrack monitor --batch-id {logged.batch_id})"
