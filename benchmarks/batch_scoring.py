@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from emotitrack.core.progress import configure_logging
+from harness import REPO
 from harness.batch_jobs import (
     JobResult,
     measure,
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     with tempfile.TemporaryDirectory(prefix="emotitrack-batch-bench-") as tmp:
         workdir = Path(tmp)
-        env = dict(os.environ)
+        # the jobs run in the workdir: `python -m harness.batch_jobs` must find the repository
+        path = os.environ.get("PYTHONPATH")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), path])))
         model_uri = args.model_uri
         if model_uri is None:
             sample = write_sample(

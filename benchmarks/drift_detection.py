@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,7 @@ from sklearn.pipeline import Pipeline
 
 from harness import REPO
 from harness.data import shared_data_root
+from harness.processes import peak_rss_mb
 from monitoring import verdicts
 from monitoring.descriptors import with_descriptors
 from monitoring.drift import (
@@ -856,17 +856,6 @@ def strategies(args: argparse.Namespace) -> list[Strategy]:
     if args.row_sample:
         found.append(Strategy("row_sample", row_sample=args.row_sample))
     return found
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size. Linux's VmHWM belongs to the address space that
-    exec created; ``ru_maxrss`` would also count the parent's size at fork time."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def speed_worker(workdir: Path, current_file: str, strategy: Strategy, seed: int) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from emotitrack.core.log_queries import WindowQuery, prune, window_aggregates, w
 from emotitrack.core.prediction_log import create_store_engine, prepare_log
 from harness.batch_jobs import MIX
 from harness.data import shared_data_root
+from harness.processes import peak_rss_mb
 from harness.servers import PostgresCluster
 
 TARGETS = {"window_s": 60.0, "peak_rss_mib": 1024.0, "prune_s": 5.0}
@@ -134,7 +134,7 @@ def run_report(url: str, tracking_uri: str, workdir: Path) -> dict[str, Any]:
         "report_sample": summary.counts["report_sample"],
         "verdicts": {k: v["detected"] for k, v in summary.verdicts.items()},
         "estimated_accuracy": summary.quality["estimated_accuracy"],
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mb(),  # not ru_maxrss: it counts the parent at fork
     }
 
 
@@ -154,7 +154,7 @@ def read_window(url: str, hours: float, sample_rows: int) -> dict[str, Any]:
         "sample_rows": len(data.sample),
         "label_shares": data.aggregates.label_shares,
         "mean_confidence": data.aggregates.mean_confidence,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mb(),  # not ru_maxrss: it counts the parent at fork
     }
 
 
